@@ -1,0 +1,15 @@
+"""Gate non-linearities evaluated inside kernels (fp32 in, fp32 out)."""
+import triton
+import triton.language as tl
+
+@triton.jit
+def apply_gate(z, GATE: tl.constexpr):
+    # GATE codes: triton_attn/activations.py GATE_CODES.
+    if GATE == 1:
+        # exp2-based sigmoid: no libdevice call (the CPU interpreter has none),
+        # and 1 / (1 + inf) = 0 keeps z = -inf finite.
+        return 1.0 / (1.0 + tl.exp2(-z * 1.4426950408889634))
+    elif GATE == 2:
+        return tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) * (1.0 / 6.0)
+    else:
+        return z

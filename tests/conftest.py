@@ -1,0 +1,23 @@
+"""Test configuration. Without a GPU the Triton kernels run under the
+interpreter, which must be switched on before triton_attn imports them."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import triton_attn  # noqa: E402,F401  (kernels are decorated now, after the env var)
+
+
+@pytest.fixture
+def device() -> str:
+    """CUDA when it can run the kernels, else CPU under the interpreter."""
+    return "cuda" if torch.cuda.is_available() and not triton_attn.INTERPRETED else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

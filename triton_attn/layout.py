@@ -1,0 +1,36 @@
+"""How a 4-D tensor is seen by the kernels: [N, C, H*W] with three strides."""
+from __future__ import annotations
+
+import torch
+
+
+def hw_mergeable(t: torch.Tensor) -> bool:
+    """True when H and W can be walked as one axis with a single stride: NCHW,
+    channels_last, channel slices and W-strided views all qualify."""
+    _, _, H, W = t.shape
+    return H == 1 or W == 1 or t.stride(2) == W * t.stride(3)
+
+
+def nc_hw(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Returns ``t`` (copied only when H and W cannot be merged, e.g. a spatial
+    crop) and its (batch, channel, hw) strides in elements."""
+    if not hw_mergeable(t):
+        t = t.contiguous(memory_format=torch.channels_last if t.stride(1) == 1 else torch.contiguous_format)
+        if not hw_mergeable(t):  # pragma: no cover - both formats merge H, W
+            t = t.contiguous()
+    _, _, H, W = t.shape
+    hw_stride = t.stride(3) if W > 1 else t.stride(2)
+    if H * W == 1:
+        hw_stride = 1
+    return t, (t.stride(0), t.stride(1), hw_stride)
+
+
+def chan_contiguous(strides: tuple[int, int, int], C: int) -> bool:
+    """channels_last-like: the channel axis is the fast one."""
+    return C > 1 and strides[1] == 1
+
+
+def empty_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Same shape and memory format as ``x``: channels_last stays channels_last,
+    and a non-dense view gets the dense layout it resembles."""
+    return torch.empty_like(x, dtype=dtype, memory_format=torch.preserve_format)

@@ -1,0 +1,4 @@
+from .eca import CecaModule, EcaModule
+from .se import EffectiveSEModule, SEModule
+
+__all__ = ["SEModule", "EffectiveSEModule", "EcaModule", "CecaModule"]

@@ -1,0 +1,98 @@
+"""Pure-PyTorch references: what every kernel is tested against (run them in
+float64), and the eager baselines of the benchmark (timm's arithmetic, in the
+input's dtype, as the unfused modules run it)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import act_forward, canonical_name, create_act_layer, gate_forward
+
+
+def pool_reference(x: torch.Tensor, pool: str) -> torch.Tensor:
+    if pool == "avg":
+        return x.mean((2, 3))
+    if pool == "max":
+        return x.amax((2, 3))
+    if pool == "avgmax":
+        return 0.5 * x.mean((2, 3)) + 0.5 * x.amax((2, 3))
+    raise ValueError(f"unknown pool {pool!r}")
+
+
+def se_reference(x, w1, b1=None, w2=None, b2=None, *, pool="avg", act="relu", act_param=0.0, gate="sigmoid"):
+    """SE in x's dtype; weights are cast to it."""
+    dt = x.dtype
+    p = pool_reference(x, pool)
+    h = F.linear(p, w1.reshape(w1.shape[0], -1).to(dt), None if b1 is None else b1.to(dt))
+    if w2 is not None:
+        h = act_forward(h, canonical_name(act), act_param)
+        h = F.linear(h, w2.reshape(w2.shape[0], -1).to(dt), None if b2 is None else b2.to(dt))
+    g = gate_forward(h, canonical_name(gate))
+    return x * g[:, :, None, None]
+
+
+def eca_reference(x, w, b=None, *, circular=False, gate="sigmoid"):
+    """ECA in x's dtype, with F.conv1d (independent of our shifted-add form)."""
+    dt = x.dtype
+    N, C = x.shape[:2]
+    k = w.numel()
+    pad = (k - 1) // 2
+    s = x.mean((2, 3)).reshape(N, 1, C)
+    wk = w.reshape(1, 1, k).to(dt)
+    if circular:
+        idx = (torch.arange(-pad, C + pad, device=x.device) % C) if C > 0 else torch.arange(0, device=x.device)
+        z = F.conv1d(s.index_select(2, idx), wk)
+    else:
+        z = F.conv1d(s, wk, padding=pad)
+    if b is not None:
+        z = z + b.reshape(()).to(dt)
+    g = gate_forward(z.reshape(N, C), canonical_name(gate))
+    return x * g[:, :, None, None]
+
+
+def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
+    """timm's adaptive k: odd, at least 3."""
+    t = int(abs(math.log(channels, 2) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+class EagerSEModule(nn.Module):
+    """timm's SEModule arithmetic (the eager baseline of the benchmark)."""
+
+    def __init__(self, channels, rd_channels, act_layer=nn.ReLU, gate_layer="sigmoid", add_maxpool=False, bias=True):
+        super().__init__()
+        self.add_maxpool = add_maxpool
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias)
+        self.act = create_act_layer(act_layer, inplace=True)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x):
+        x_se = x.mean((2, 3), keepdim=True)
+        if self.add_maxpool:
+            x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+        x_se = self.fc2(self.act(self.fc1(x_se)))
+        return x * self.gate(x_se)
+
+
+class EagerEcaModule(nn.Module):
+    """timm's EcaModule / CecaModule arithmetic (the eager baseline)."""
+
+    def __init__(self, channels, kernel_size=None, circular=False, gate_layer="sigmoid"):
+        super().__init__()
+        k = kernel_size or eca_kernel_size(channels)
+        self.circular = circular
+        self.padding = (k - 1) // 2
+        self.conv = nn.Conv1d(1, 1, k, padding=0 if circular else self.padding, bias=False)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x):
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        if self.circular:
+            y = F.pad(y, (self.padding, self.padding), mode="circular")
+        y = self.conv(y)
+        y = self.gate(y).view(x.shape[0], -1, 1, 1)
+        return x * y.expand_as(x)
