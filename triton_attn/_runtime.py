@@ -24,6 +24,32 @@ INTERPRETED: bool = (
 )
 
 _force_torch = False
+_poison = False
+
+
+@contextlib.contextmanager
+def poison_outputs(enabled: bool = True):
+    """Fill every buffer a kernel is about to write with NaN (tests): an element
+    a kernel forgets to write then shows up instead of passing by luck."""
+    global _poison
+    previous, _poison = _poison, enabled
+    try:
+        yield
+    finally:
+        _poison = previous
+
+
+def new_buffer(shape, *, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """torch.empty for kernel outputs, NaN-filled under ``poison_outputs``."""
+    t = torch.empty(shape, device=like.device, dtype=dtype)
+    return t.fill_(float("nan")) if _poison else t
+
+
+def new_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Same shape and memory format as ``x`` (a non-dense view gets the dense
+    layout it resembles), NaN-filled under ``poison_outputs``."""
+    t = torch.empty_like(x, dtype=dtype, memory_format=torch.preserve_format)
+    return t.fill_(float("nan")) if _poison else t
 
 
 @contextlib.contextmanager

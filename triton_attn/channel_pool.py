@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from ._runtime import acc_dtype, use_triton
+from ._runtime import acc_dtype, new_buffer, use_triton
 from .kernels.channel_gate_grad import channel_gate_grad_kernel
 from .kernels.channel_pool import channel_pool_kernel
 from .launch_config import reduction_split, tile_config
@@ -33,8 +33,8 @@ def channel_pool(x: torch.Tensor, want_mean: bool, want_max: bool):
 
     x, strides = nc_hw(x)
     cfg, num_c_blocks, split, hw_per_split = _split_layout(N, C, HW, strides, x.device)
-    mean = torch.empty((split, N, C), device=x.device, dtype=acc) if want_mean else None
-    amax = torch.empty((split, N, C), device=x.device, dtype=acc) if want_max else None
+    mean = new_buffer((split, N, C), like=x, dtype=acc) if want_mean else None
+    amax = new_buffer((split, N, C), like=x, dtype=acc) if want_max else None
     channel_pool_kernel[(N * num_c_blocks, split)](
         x, mean if want_mean else amax, amax if want_max else mean,
         C, HW, hw_per_split, num_c_blocks,
@@ -69,8 +69,8 @@ def channel_gate_grad(dy: torch.Tensor | None, x: torch.Tensor, amax: torch.Tens
     else:
         dy, dy_strides = x, x_strides
     cfg, num_c_blocks, split, hw_per_split = _split_layout(N, C, HW, x_strides, x.device)
-    dg = torch.empty((split, N, C), device=x.device, dtype=acc) if want_dg else None
-    cnt = torch.empty((split, N, C), device=x.device, dtype=acc) if want_cnt else None
+    dg = new_buffer((split, N, C), like=x, dtype=acc) if want_dg else None
+    cnt = new_buffer((split, N, C), like=x, dtype=acc) if want_cnt else None
     some = dg if want_dg else cnt
     channel_gate_grad_kernel[(N * num_c_blocks, split)](
         dy, x, amax if want_cnt else some, some, cnt if want_cnt else some,

@@ -33,4 +33,6 @@ def chan_contiguous(strides: tuple[int, int, int], C: int) -> bool:
 def empty_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same shape and memory format as ``x``: channels_last stays channels_last,
     and a non-dense view gets the dense layout it resembles."""
-    return torch.empty_like(x, dtype=dtype, memory_format=torch.preserve_format)
+    from ._runtime import new_like_4d
+
+    return new_like_4d(x, dtype)
