@@ -77,7 +77,10 @@ def channel_scale_backward_kernel(
         dmax = tl.load(dmax_ptr + nc, mask=c_mask, other=0.0)
         x = tl.load(x_ptr + n64 * x_batch_stride + c64 * x_chan_stride + hw64 * x_hw_stride, mask=mask, other=0.0)
         # where, not multiply: 0 * inf would turn untouched elements into NaN.
-        dx += tl.where(x.to(ACC) == m[:, None], dmax[:, None], 0.0)
+        # A NaN max (m != m) reaches every element, as torch.amax's backward
+        # does; the host passes a NaN dmax for it.
+        hit = (x.to(ACC) == m[:, None]) | (m != m)[:, None]
+        dx += tl.where(hit, dmax[:, None], 0.0)
     tl.store(
         dx_ptr + n64 * dx_batch_stride + c64 * dx_chan_stride + hw64 * dx_hw_stride,
         dx.to(dx_ptr.dtype.element_ty),

@@ -10,6 +10,9 @@ def apply_gate(z, GATE: tl.constexpr):
         # and 1 / (1 + inf) = 0 keeps z = -inf finite.
         return 1.0 / (1.0 + tl.exp2(-z * 1.4426950408889634))
     elif GATE == 2:
-        return tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) * (1.0 / 6.0)
+        # NaN must stay NaN, as in F.hardsigmoid: plain min/max would clamp
+        # a NaN pre-activation to a finite gate and hide it downstream.
+        nan = tl.PropagateNan.ALL
+        return tl.minimum(tl.maximum(z + 3.0, 0.0, propagate_nan=nan), 6.0, propagate_nan=nan) * (1.0 / 6.0)
     else:
         return z

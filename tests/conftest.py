@@ -1,11 +1,15 @@
 """Test configuration. Without a GPU the Triton kernels run under the
 interpreter, which must be switched on before triton_attn imports them."""
 import os
+import tempfile
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# A user's autotune cache must not steer (or warn in) the tests: each test
+# session gets its own, empty one unless the caller chose a directory.
+os.environ.setdefault("TRITON_ATTN_CACHE_DIR", tempfile.mkdtemp(prefix="triton_attn_test_cache_"))
 
 import pytest  # noqa: E402
 

@@ -4,6 +4,8 @@ pure-PyTorch path with the same arithmetic. Never a silent device copy."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 
 import torch
@@ -76,3 +78,24 @@ def use_triton(t: torch.Tensor) -> bool:
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype of every reduction and gate: fp32, fp64 for fp64 inputs."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def autocast_off(fn):
+    """Run a custom op's implementation with autocast disabled.
+
+    Custom ops have no autocast kernel, so an enclosing ``torch.autocast``
+    reaches the torch ops inside them: the [N, C] gate MLP would then run in
+    bf16/fp16 (NaN gates in bf16), breaking the fp32-math guarantee."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            for device_type in ("cuda", "cpu"):
+                if torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+            return fn(*args, **kwargs)
+
+    # custom_op infers its schema from the signature; resolve the (lazy,
+    # string) annotations in fn's own module, not in this one.
+    wrapper.__signature__ = inspect.signature(fn, eval_str=True)
+    return wrapper

@@ -129,9 +129,9 @@ def act_backward(h: torch.Tensor, grad: torch.Tensor, name: str, param: float = 
     zero = torch.zeros((), dtype=h.dtype, device=h.device)
     if name == "identity":
         return grad
-    if name == "relu":  # torch: threshold_backward(grad, result, 0)
-        return torch.where(h > 0, grad, zero)
-    if name == "relu6":  # torch: hardtanh_backward, open interval
+    if name == "relu":  # torch: threshold_backward(grad, result, 0), which passes a NaN h's gradient
+        return torch.where(h <= 0, zero, grad)
+    if name == "relu6":  # torch: hardtanh_backward, open interval (NaN h -> 0)
         return torch.where((h > 0) & (h < 6), grad, zero)
     if name == "leaky_relu":
         return torch.where(h > 0, grad, grad * param)
@@ -147,8 +147,8 @@ def act_backward(h: torch.Tensor, grad: torch.Tensor, name: str, param: float = 
         inner = k * (h + 0.044715 * h**3)
         t = torch.tanh(inner)
         return grad * (0.5 * (1 + t) + 0.5 * h * (1 - t * t) * k * (1 + 3 * 0.044715 * h * h))
-    if name == "hard_swish":  # torch: x < -3 -> 0, x <= 3 -> x/3 + 0.5, else 1
-        return torch.where(h < -3, zero, torch.where(h <= 3, grad * (h / 3 + 0.5), grad))
+    if name == "hard_swish":  # matches torch.nn.functional.hardswish at the kinks
+        return torch.where(h <= -3, zero, torch.where(h < 3, grad * (h / 3 + 0.5), grad))
     if name == "hard_sigmoid":  # torch: open interval (-3, 3)
         return torch.where((h > -3) & (h < 3), grad / 6, zero)
     if name == "sigmoid":

@@ -10,8 +10,8 @@ from ._runtime import acc_dtype, use_triton
 from .activations import GATE_CODES, gate_forward
 from .kernels.channel_scale import channel_scale_kernel
 from .kernels.channel_scale_backward import channel_scale_backward_kernel
-from .launch_config import tile_config
-from .layout import chan_contiguous, empty_like_4d, nc_hw
+from .launch_config import run_tuned, tile_heuristic
+from .layout import empty_like_4d, nc_hw
 
 
 def conv_across_channels(s: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, circular: bool) -> torch.Tensor:
@@ -62,7 +62,7 @@ def channel_scale(
     N, C, H, W = x.shape
     HW = H * W
     acc = acc_dtype(x.dtype)
-    if not use_triton(x):
+    if not use_triton(x) or x.numel() == 0:  # no launch on an empty grid
         if conv_w is not None:
             g = gate_forward(conv_across_channels(s, conv_w, conv_b, circular), gate)
         y = empty_like_4d(x)
@@ -72,23 +72,30 @@ def channel_scale(
     x, x_strides = nc_hw(x)
     y_view, y_strides = nc_hw(y)
     assert y_view.data_ptr() == y.data_ptr()
-    cfg = tile_config(C, HW, chan_contiguous(x_strides, C))
-    num_c_blocks = triton.cdiv(C, cfg.block_c)
-    num_hw_blocks = triton.cdiv(HW, cfg.block_hw)
     gv = g if g is not None else s
     sv = s if s is not None else g
     wv = conv_w.reshape(-1) if conv_w is not None else gv
     bv = conv_b.reshape(-1) if conv_b is not None else wv
-    channel_scale_kernel[(N * num_c_blocks * num_hw_blocks,)](
-        x, y, gv, sv, wv, bv,
-        C, HW, num_c_blocks, num_hw_blocks,
-        *x_strides, *y_strides,
-        CONV_K=conv_w.numel() if conv_w is not None else 0,
-        CIRCULAR=circular, HAS_BIAS=conv_b is not None,
-        GATE=GATE_CODES[gate] if conv_w is not None else 0,
-        BLOCK_C=cfg.block_c, BLOCK_HW=cfg.block_hw, num_warps=cfg.num_warps,
-    )
-    return y
+
+    def launch(cfg):
+        # Tuning calls this once per candidate: each writes all of y, the
+        # chosen config last, so sharing y between trials is harmless.
+        num_c_blocks = triton.cdiv(C, cfg.block_c)
+        num_hw_blocks = triton.cdiv(HW, cfg.block_hw)
+        channel_scale_kernel[(N * num_c_blocks * num_hw_blocks,)](
+            x, y, gv, sv, wv, bv,
+            C, HW, num_c_blocks, num_hw_blocks,
+            *x_strides, *y_strides,
+            CONV_K=conv_w.numel() if conv_w is not None else 0,
+            CIRCULAR=circular, HAS_BIAS=conv_b is not None,
+            GATE=GATE_CODES[gate] if conv_w is not None else 0,
+            BLOCK_C=cfg.block_c, BLOCK_HW=cfg.block_hw, **cfg.launch_kwargs(),
+        )
+        return y
+
+    variant = "conv" if conv_w is not None else "gate"
+    heuristic = tile_heuristic(C, HW, x_strides)
+    return run_tuned("channel_scale", x, x_strides, variant, heuristic, launch)
 
 
 def channel_scale_backward(
@@ -104,14 +111,14 @@ def channel_scale_backward(
     N, C, H, W = x.shape
     HW = H * W
     acc = acc_dtype(x.dtype)
-    if not use_triton(x):
+    if not use_triton(x) or x.numel() == 0:
         dx = torch.zeros(x.shape, device=x.device, dtype=acc)
         if dy is not None:
             dx = dx + dy.to(acc) * g[:, :, None, None]
         if dmean is not None:
             dx = dx + dmean[:, :, None, None]
         if dmax is not None:
-            hit = x.to(acc) == amax[:, :, None, None]
+            hit = (x.to(acc) == amax[:, :, None, None]) | amax.isnan()[:, :, None, None]
             dx = dx + torch.where(hit, dmax[:, :, None, None], torch.zeros((), dtype=acc, device=x.device))
         return empty_like_4d(x).copy_(dx)
 
@@ -122,20 +129,29 @@ def channel_scale_backward(
         dy, dy_strides = nc_hw(dy)
     else:
         dy, dy_strides = x, x_strides
-    cfg = tile_config(C, HW, chan_contiguous(x_strides, C))
-    num_c_blocks = triton.cdiv(C, cfg.block_c)
-    num_hw_blocks = triton.cdiv(HW, cfg.block_hw)
     some = next(t for t in (dmean, g, dmax) if t is not None)
-    channel_scale_backward_kernel[(N * num_c_blocks * num_hw_blocks,)](
-        dy, x, dx,
-        g if g is not None else some,
-        dmean if dmean is not None else some,
-        dmax if dmax is not None else some,
-        amax if amax is not None else some,
-        C, HW, num_c_blocks, num_hw_blocks,
-        *dy_strides, *x_strides, *dx_strides,
-        HAS_DY=g is not None and dy is not None,
-        HAS_MEAN=dmean is not None, HAS_MAX=dmax is not None,
-        BLOCK_C=cfg.block_c, BLOCK_HW=cfg.block_hw, num_warps=cfg.num_warps,
+    has_dy = g is not None and dy is not None
+
+    def launch(cfg):
+        # Each tuning trial writes all of dx (nothing accumulates into it).
+        num_c_blocks = triton.cdiv(C, cfg.block_c)
+        num_hw_blocks = triton.cdiv(HW, cfg.block_hw)
+        channel_scale_backward_kernel[(N * num_c_blocks * num_hw_blocks,)](
+            dy, x, dx,
+            g if g is not None else some,
+            dmean if dmean is not None else some,
+            dmax if dmax is not None else some,
+            amax if amax is not None else some,
+            C, HW, num_c_blocks, num_hw_blocks,
+            *dy_strides, *x_strides, *dx_strides,
+            HAS_DY=has_dy, HAS_MEAN=dmean is not None, HAS_MAX=dmax is not None,
+            BLOCK_C=cfg.block_c, BLOCK_HW=cfg.block_hw, **cfg.launch_kwargs(),
+        )
+        return dx
+
+    variant = "+".join(n for n, on in (("dy", has_dy), ("mean", dmean is not None), ("max", dmax is not None)) if on)
+    heuristic = tile_heuristic(C, HW, x_strides)
+    return run_tuned(
+        "channel_scale_backward", x, x_strides, variant, heuristic, launch,
+        other_strides=(dy_strides if has_dy else None,),
     )
-    return dx

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ._runtime import autocast_off
 from .activations import gate_backward, gate_forward
 from .channel_pool import channel_gate_grad, channel_pool
 from .channel_scale import channel_scale, channel_scale_backward, conv_across_channels, shift_channels
@@ -19,6 +20,7 @@ from .layout import empty_like_4d
 
 
 @torch.library.custom_op("triton_attn::eca_fwd", mutates_args=())
+@autocast_off
 def eca_fwd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], circular: bool, gate: str) -> tuple[torch.Tensor, torch.Tensor]:
     mean, _ = channel_pool(x, True, False)
     mean = mean.contiguous()
@@ -32,6 +34,7 @@ def _(x, w, b, circular, gate):
 
 
 @torch.library.custom_op("triton_attn::eca_bwd", mutates_args=())
+@autocast_off
 def eca_bwd(
     dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor],
     circular: bool, gate: str, need_dx: bool,

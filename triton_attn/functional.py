@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from . import cbam as _cbam
 from . import eca as _eca
 from . import se as _se
 from . import unfused as _unfused
-from .activations import GATE_CODES, HIDDEN_ACTS, canonical_name
-from .validation import check_choice, check_input, check_param
+from .activations import GATE_CODES, HIDDEN_ACTS
+from .validation import check_choice, check_input, check_name, check_param, check_real
 
 
 def _flat_rows(w: torch.Tensor, name: str) -> tuple[int, int]:
@@ -38,15 +39,14 @@ def se(
     check_input(x)
     C = x.shape[1]
     check_choice(pool, "pool", _se.POOL_MODES)
-    act = canonical_name(act)
-    check_choice(act, "act", HIDDEN_ACTS)
-    check_choice(canonical_name(gate), "gate", GATE_CODES)
-    gate = canonical_name(gate)
+    act = check_name(act, "act", HIDDEN_ACTS)
+    gate = check_name(gate, "gate", GATE_CODES)
+    act_param = check_real(act_param, "act_param")
     check_param(fc1_weight, x, "fc1_weight")
     rd, c_in = _flat_rows(fc1_weight, "fc1_weight")
     if c_in != C:
         raise ValueError(f"fc1_weight expects {c_in} input channels but x has {C}")
-    check_param(fc1_bias, x, "fc1_bias", numel=rd)
+    check_param(fc1_bias, x, "fc1_bias", shape=(rd,))
     if fc2_weight is None:
         if rd != C:
             raise ValueError(f"without fc2, fc1 must map C -> C, got {rd} outputs for C={C}")
@@ -57,10 +57,13 @@ def se(
         out, r_in = _flat_rows(fc2_weight, "fc2_weight")
         if (out, r_in) != (C, rd):
             raise ValueError(f"fc2_weight has shape {tuple(fc2_weight.shape)}, expected [{C}, {rd}(, 1, 1)]")
-        check_param(fc2_bias, x, "fc2_bias", numel=C)
-    if x.shape[0] == 0 or x.numel() == 0:
-        return _se_reference_path(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, pool, act, act_param, gate)
-    y, _ = _se.se_fwd(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, pool, act, float(act_param), gate)
+        check_param(fc2_bias, x, "fc2_bias", shape=(C,))
+    if pool != "avg" and x.shape[2] * x.shape[3] == 0:
+        # torch.amax would raise an IndexError deep in the reference path.
+        raise ValueError(f"pool={pool!r} takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
+    # Empty x runs the same op: the launchers skip empty grids and keep
+    # PyTorch's semantics (the mean over an empty H*W is NaN).
+    y, _ = _se.se_fwd(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, pool, act, act_param, gate)
     return y
 
 
@@ -76,16 +79,13 @@ def eca(
     odd-sized filter across channels, zero padding (or circular: CECA)."""
     check_input(x)
     check_param(conv_weight, x, "conv_weight")
+    if conv_weight.dim() == 0 or conv_weight.numel() != conv_weight.shape[-1]:
+        raise ValueError(f"conv_weight must be [k] or [1, 1, k] (one filter), got {tuple(conv_weight.shape)}")
     K = conv_weight.numel()
     if K % 2 != 1:
         raise ValueError(f"conv_weight must have an odd number of taps, got {K} (shape {tuple(conv_weight.shape)})")
-    if conv_weight.dim() == 3 and tuple(conv_weight.shape[:2]) != (1, 1):
-        raise ValueError(f"conv_weight must be [1, 1, k] (one filter), got {tuple(conv_weight.shape)}")
     check_param(conv_bias, x, "conv_bias", numel=1)
-    gate = canonical_name(gate)
-    check_choice(gate, "gate", GATE_CODES)
-    if x.numel() == 0:
-        return _eca_reference_path(x, conv_weight, conv_bias, circular, gate)
+    gate = check_name(gate, "gate", GATE_CODES)
     y, _ = _eca.eca_fwd(x, conv_weight, conv_bias, bool(circular), gate)
     return y
 
@@ -95,6 +95,8 @@ def channel_pool(x: torch.Tensor, mode: str = "avg") -> torch.Tensor:
     ``"avgmax"`` -> ([N, C] mean, [N, C] amax) from one pass. Differentiable."""
     check_input(x)
     check_choice(mode, "mode", _se.POOL_MODES)
+    if mode != "avg" and x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"mode={mode!r} takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
     mean, amax = _unfused.pool_hw(x, mode != "max", mode != "avg")
     if mode == "avg":
         return mean
@@ -113,14 +115,111 @@ def channel_scale(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return _unfused.scale(x, g.reshape(N, C))
 
 
-def _se_reference_path(x, w1, b1, w2, b2, pool, act, act_param, gate):
-    """Empty inputs: PyTorch semantics (mean of nothing is NaN) without a launch."""
-    from .reference import se_reference
-
-    return se_reference(x, w1, b1, w2, b2, pool=pool, act=act, act_param=act_param, gate=gate)
 
 
-def _eca_reference_path(x, w, b, circular, gate):
-    from .reference import eca_reference
 
-    return eca_reference(x, w, b, circular=circular, gate=gate)
+
+def cbam(
+    x: torch.Tensor,
+    fc1_weight: torch.Tensor | None = None,
+    fc1_bias: torch.Tensor | None = None,
+    fc2_weight: torch.Tensor | None = None,
+    fc2_bias: torch.Tensor | None = None,
+    *,
+    channel_conv: torch.Tensor | None = None,
+    spatial_weight: torch.Tensor,
+    spatial_concat: str = "mean_max",
+    light: bool = False,
+    spatial_bn: bool = False,
+    bn_weight: torch.Tensor | None = None,
+    bn_bias: torch.Tensor | None = None,
+    bn_running_mean: torch.Tensor | None = None,
+    bn_running_var: torch.Tensor | None = None,
+    bn_training: bool = False,
+    bn_momentum: float = 0.1,
+    bn_eps: float = 1e-5,
+    act: str = "relu",
+    act_param: float = 0.0,
+    gate: str = "sigmoid",
+) -> torch.Tensor:
+    """CBAM: channel attention, then spatial attention, fused (4 passes over x
+    forward, 6 backward; see ``triton_attn/cbam.py``).
+
+    Channel attention ``ca = gate(f(mean_hw(x)) + f(amax_hw(x)))``, f either
+    the shared MLP ``fc2(act(fc1(.)))`` (timm, seed "FC": ``fc1_weight
+    [rd, C(, 1, 1)]``, ``fc2_weight [C, rd(, 1, 1)]``, biases optional), or
+    ``channel_conv``: one odd 1-D filter across channels, zero padding, no bias
+    (seed "Conv", ECA's conv: ``[k]`` or ``[1, 1, k]``).
+    Spatial attention ``sa = gate(bn(conv2d(maps, spatial_weight, padding=k//2)))``
+    over ``maps`` = mean and amax over C of ``x * ca``, stacked as
+    ``spatial_concat``: ``"mean_max"`` (timm) or ``"max_mean"`` (official
+    CBAM, seed). ``spatial_weight``: ``[1, 2, k, k]``, k odd (3, 5, 7).
+    Output ``x * ca * sa``.
+
+    ``light=True``: timm's LightCbamModule, ``ca = sigmoid(f(0.5*mean + 0.5*amax))``
+    and one map ``0.5*mean_c + 0.5*amax_c`` (``spatial_weight [1, 1, k, k]``).
+
+    ``spatial_bn``: BatchNorm on the conv output, with ``F.batch_norm``'s
+    arguments (``bn_weight``, ``bn_bias``, ``bn_running_mean``, ``bn_running_var``,
+    ``bn_training``, ``bn_momentum``, ``bn_eps``): in training it normalises
+    with batch statistics and updates the running ones in place (as
+    ``F.batch_norm`` does, momentum already resolved by the caller); in eval it
+    uses the running ones. Without ``spatial_bn`` (seed), no norm.
+    ``act``/``act_param``: the MLP's hidden activation (LeakyReLU slope);
+    ``gate``: both gates' non-linearity. Gate math runs in fp32."""
+    check_input(x)
+    N, C, H, W = x.shape
+    if H * W == 0:
+        raise ValueError(f"cbam takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
+    if (fc1_weight is None) == (channel_conv is None):
+        raise ValueError("cbam needs exactly one channel function: fc1_weight/fc2_weight (MLP) or channel_conv")
+    if channel_conv is not None:
+        check_param(channel_conv, x, "channel_conv")
+        if channel_conv.dim() not in (1, 3) or channel_conv.numel() != channel_conv.shape[-1] or channel_conv.numel() % 2 != 1:
+            raise ValueError(f"channel_conv must be [k] or [1, 1, k] with k odd, got {tuple(channel_conv.shape)}")
+        if any(t is not None for t in (fc1_bias, fc2_weight, fc2_bias)):
+            raise ValueError("channel_conv replaces the MLP: fc1_bias/fc2_weight/fc2_bias must be None")
+    else:
+        check_param(fc1_weight, x, "fc1_weight")
+        rd, c_in = _flat_rows(fc1_weight, "fc1_weight")
+        if c_in != C:
+            raise ValueError(f"fc1_weight expects {c_in} input channels but x has {C}")
+        check_param(fc1_bias, x, "fc1_bias", shape=(rd,))
+        if fc2_weight is None:
+            raise ValueError("the CBAM MLP needs fc2_weight")
+        check_param(fc2_weight, x, "fc2_weight")
+        if _flat_rows(fc2_weight, "fc2_weight") != (C, rd):
+            raise ValueError(f"fc2_weight has shape {tuple(fc2_weight.shape)}, expected [{C}, {rd}(, 1, 1)]")
+        check_param(fc2_bias, x, "fc2_bias", shape=(C,))
+    check_param(spatial_weight, x, "spatial_weight")
+    maps = 1 if light else 2
+    sw = tuple(spatial_weight.shape)
+    if len(sw) != 4 or sw[:2] != (1, maps) or sw[2] != sw[3] or sw[2] % 2 != 1:
+        raise ValueError(f"spatial_weight must be [1, {maps}, k, k] with k odd, got {sw}")
+    check_choice(spatial_concat, "spatial_concat", _cbam.SPATIAL_CONCATS)
+    act = check_name(act, "act", HIDDEN_ACTS)
+    gate = check_name(gate, "gate", GATE_CODES)
+    act_param = check_real(act_param, "act_param")
+    bn_eps = check_real(bn_eps, "bn_eps")
+    spatial_bn, bn_training, light = bool(spatial_bn), bool(bn_training), bool(light)
+    if spatial_bn:
+        for t, name in ((bn_weight, "bn_weight"), (bn_bias, "bn_bias"), (bn_running_mean, "bn_running_mean"), (bn_running_var, "bn_running_var")):
+            check_param(t, x, name, numel=1)
+        if (bn_running_mean is None) != (bn_running_var is None):
+            raise ValueError("give both bn_running_mean and bn_running_var, or neither")
+        if not bn_training and bn_running_mean is None:
+            raise ValueError("spatial BatchNorm in eval mode (bn_training=False) needs bn_running_mean and bn_running_var")
+        if bn_training and N * H * W <= 1:
+            raise ValueError(f"spatial BatchNorm in training needs more than 1 value, got x of shape {tuple(x.shape)}")
+        bn_momentum = check_real(bn_momentum, "bn_momentum")
+    y, _, smaps = _cbam.cbam_fwd(
+        x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, channel_conv, spatial_weight,
+        bn_weight, bn_bias, bn_running_mean, bn_running_var, spatial_bn, bn_training, bn_eps,
+        spatial_concat, act, act_param, gate, light,
+    )
+    if spatial_bn and bn_training and bn_running_mean is not None:
+        # PyTorch's own running-statistics update, on the small conv output
+        # the op returns (its normalised result is discarded).
+        z = smaps[2].reshape(N, 1, H, W).to(bn_running_mean.dtype)
+        torch.nn.functional.batch_norm(z, bn_running_mean, bn_running_var, None, None, True, bn_momentum, bn_eps)
+    return y

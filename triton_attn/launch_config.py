@@ -1,24 +1,31 @@
 """Block sizes, warps and H*W split of the channel-attention kernels.
 
-Heuristics, not tuning: each rule says where it came from. Tests override
-them (``override``) to drive multi-block and split paths on small shapes.
+Every launcher goes through ``run_tuned``: a config tuned for the launch's
+key (``triton_attn.autotune``) when the cache has one, otherwise the
+heuristics below, each rule saying where it came from. Tests override them
+(``override``) to drive multi-block and split paths on small shapes; an
+override beats any tuned config.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
+from typing import Callable, TypeVar
 
 import torch
 import triton
 
+from .autotune import table, tuner
+from .autotune.config import LaunchConfig
+from .autotune.device import num_sms
+from .autotune.key import layouts_name, tune_key
+from .autotune.spaces import Problem
+from . import layout
 
-@dataclasses.dataclass(frozen=True)
-class TileConfig:
-    block_c: int
-    block_hw: int
-    num_warps: int
+T = TypeVar("T")
 
+#: The heuristics' result type (a LaunchConfig with split 1, default stages).
+TileConfig = LaunchConfig
 
 _overrides: dict = {}
 
@@ -57,11 +64,6 @@ def tile_config(C: int, HW: int, chan_contiguous: bool) -> TileConfig:
     return cfg
 
 
-@functools.lru_cache(maxsize=None)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def reduction_split(programs: int, HW: int, block_hw: int, device: torch.device) -> int:
     """Splits H*W across programs when N * C-blocks alone cannot fill the GPU
     (1x64x112x112 gives 1 program per C-block). Partial results are combined
@@ -70,7 +72,56 @@ def reduction_split(programs: int, HW: int, block_hw: int, device: torch.device)
         return max(1, min(_overrides["split"], triton.cdiv(HW, block_hw)))
     if device.type != "cuda":
         return 1
-    target = 4 * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    target = 4 * num_sms(device)
     if programs >= target:
         return 1
     return max(1, min(triton.cdiv(HW, block_hw), triton.cdiv(target, programs)))
+
+
+def tile_heuristic(C: int, HW: int, strides) -> Callable[[], LaunchConfig]:
+    """``run_tuned``'s fallback for the one-tile-per-program kernels."""
+    return lambda: tile_config(C, HW, layout.chan_contiguous(strides, C))
+
+
+def reduction_config(C: int, HW: int, chan_contiguous: bool, N: int, device: torch.device) -> LaunchConfig:
+    """Heuristic tile and split of the H*W reductions (pool, sum dy*x)."""
+    cfg = tile_config(C, HW, chan_contiguous)
+    split = reduction_split(N * triton.cdiv(C, cfg.block_c), HW, cfg.block_hw, device)
+    return LaunchConfig(cfg.block_c, cfg.block_hw, cfg.num_warps, cfg.num_stages, split)
+
+
+def run_tuned(
+    kernel: str,
+    x: torch.Tensor,
+    strides: tuple[int, int, int],
+    variant: str,
+    heuristic: Callable[[], LaunchConfig],
+    run: Callable[[LaunchConfig], T],
+    other_strides: tuple = (),
+) -> T:
+    """``run(cfg)`` with the config tuned for this launch, else ``heuristic()``.
+
+    ``kernel`` names a kernel registered in ``triton_attn.autotune.registry``;
+    ``x`` is the [N, C, H, W] operand the key is taken from, ``strides`` its
+    [N, C, H*W] strides and ``other_strides`` those of operands whose layout
+    may differ (dy); ``variant`` names the constexpr flags that change the
+    work (e.g. "mean+max"). ``run`` must launch with every field of the
+    config it is given: when tuning is on and the key has no cached choice,
+    it is called once per candidate, so anything a kernel accumulates into
+    must be allocated inside ``run`` (outputs it only overwrites may be
+    shared). Cost per launch: a key tuple and two dict lookups (~3 us)."""
+    if _overrides:
+        return run(heuristic())
+    N, C, H, W = x.shape
+    key = tune_key(N, C, H * W, layouts_name(C, strides, *other_strides), x.dtype, variant)
+    device = x.device
+    entry = table.lookup(kernel, device, key)
+    if entry is not None:
+        if tuner._recorder is not None:
+            tuner.note(kernel, key, entry, "cache")
+        return run(entry.config)
+    if not tuner.enabled() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return run(heuristic())
+    problem = Problem(N, C, H * W, layout.chan_contiguous(strides, C), num_sms(device), device.type != "cuda")
+    entry = tuner.tune(kernel, key, problem, heuristic(), run, device)
+    return run(entry.config)

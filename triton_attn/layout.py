@@ -35,4 +35,10 @@ def empty_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Te
     and a non-dense view gets the dense layout it resembles."""
     from ._runtime import new_like_4d
 
-    return new_like_4d(x, dtype)
+    t = new_like_4d(x, dtype)
+    if not hw_mergeable(t):
+        # preserve_format keeps a dense permutation with H and W apart
+        # (x.transpose(2, 3)); the kernels write H*W as one axis. Rare, so a
+        # copy of the fresh buffer (poison included) is cheap enough.
+        t = t.contiguous(memory_format=torch.channels_last if t.stride(1) == 1 else torch.contiguous_format)
+    return t

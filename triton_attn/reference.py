@@ -96,3 +96,101 @@ class EagerEcaModule(nn.Module):
         y = self.conv(y)
         y = self.gate(y).view(x.shape[0], -1, 1, 1)
         return x * y.expand_as(x)
+
+
+def cbam_reference(x, w1=None, b1=None, w2=None, b2=None, *, channel_conv=None, spatial_weight, bn=None,
+                   spatial_concat="mean_max", act="relu", act_param=0.0, gate="sigmoid", light=False):
+    """CBAM in x's dtype (run it in float64 for tests); weights are cast to it.
+
+    Channel attention: the shared MLP ``w1 [rd,C(,1,1)], b1, w2 [C,rd(,1,1)], b2``
+    (timm, seed "FC"), or ``channel_conv`` (an odd 1-D filter over channels, seed
+    "Conv"). ``bn``: None (seed) or a callable applied to the N×1×H×W conv output
+    (a BatchNorm2d, float64 for a float64 reference). ``light``: timm's
+    LightCbamModule (0.5*mean+0.5*amax pooling both ways, one-map spatial conv;
+    timm's gates are then sigmoids whatever its gate_layer: pass gate="sigmoid").
+    ``spatial_concat``: "mean_max" (timm) or "max_mean" (CBAM, seed)."""
+    dt = x.dtype
+    N, C = x.shape[:2]
+    gate = canonical_name(gate)
+
+    def channel_f(p):
+        if channel_conv is not None:
+            k = channel_conv.numel()
+            return F.conv1d(p.reshape(N, 1, C), channel_conv.reshape(1, 1, k).to(dt), padding=(k - 1) // 2).reshape(N, C)
+        h = F.linear(p, w1.reshape(w1.shape[0], -1).to(dt), None if b1 is None else b1.to(dt))
+        h = act_forward(h, canonical_name(act), act_param)
+        return F.linear(h, w2.reshape(w2.shape[0], -1).to(dt), None if b2 is None else b2.to(dt))
+
+    if light:
+        ca = gate_forward(channel_f(pool_reference(x, "avgmax")), gate)
+    else:
+        ca = gate_forward(channel_f(x.mean((2, 3))) + channel_f(x.amax((2, 3))), gate)
+    x1 = x * ca[:, :, None, None]
+    sm, sx = x1.mean(1, keepdim=True), x1.amax(1, keepdim=True)
+    if light:
+        s = 0.5 * sm + 0.5 * sx
+    elif spatial_concat == "mean_max":
+        s = torch.cat([sm, sx], 1)
+    elif spatial_concat == "max_mean":
+        s = torch.cat([sx, sm], 1)
+    else:
+        raise ValueError(f"spatial_concat must be 'mean_max' or 'max_mean', got {spatial_concat!r}")
+    k = spatial_weight.shape[-1]
+    z = F.conv2d(s, spatial_weight.to(dt), padding=k // 2)
+    if bn is not None:
+        z = bn(z)
+    return x1 * gate_forward(z, gate)
+
+
+class _EagerConvBn(nn.Module):
+    """timm's ConvNormAct(in, 1, k, apply_act=False): keys conv.weight, bn.*."""
+
+    def __init__(self, in_channels, kernel_size, bn=True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1) if bn else nn.Identity()
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class _EagerChannelAttn(nn.Module):
+    def __init__(self, channels, rd_channels, mlp_bias):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=mlp_bias)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=mlp_bias)
+
+    def forward(self, x):
+        x_avg = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        x_max = self.fc2(self.act(self.fc1(x.amax((2, 3), keepdim=True))))
+        return x * torch.sigmoid(x_avg + x_max)
+
+
+class _EagerSpatialAttn(nn.Module):
+    def __init__(self, kernel_size, concat, bn):
+        super().__init__()
+        if concat not in ("mean_max", "max_mean"):
+            raise ValueError(f"concat must be 'mean_max' or 'max_mean', got {concat!r}")
+        self.max_first = concat == "max_mean"
+        self.conv = _EagerConvBn(2, kernel_size, bn)
+
+    def forward(self, x):
+        maps = [x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)]
+        if self.max_first:
+            maps.reverse()
+        return x * torch.sigmoid(self.conv(torch.cat(maps, dim=1)))
+
+
+class EagerCbamModule(nn.Module):
+    """timm's CbamModule arithmetic (the eager baseline), with timm's state_dict
+    keys; ``concat="max_mean"`` and ``bn=False`` give the official CBAM / seed
+    spatial branch."""
+
+    def __init__(self, channels, rd_channels, spatial_kernel_size=7, concat="mean_max", bn=True, mlp_bias=False):
+        super().__init__()
+        self.channel = _EagerChannelAttn(channels, rd_channels, mlp_bias)
+        self.spatial = _EagerSpatialAttn(spatial_kernel_size, concat, bn)
+
+    def forward(self, x):
+        return self.spatial(self.channel(x))

@@ -13,8 +13,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ._runtime import autocast_off
 from .activations import act_backward, act_forward, gate_backward, gate_forward
-from .channel_pool import channel_gate_grad, channel_pool
+from .channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
 from .channel_scale import channel_scale, channel_scale_backward
 from .layout import empty_like_4d
 
@@ -46,7 +47,8 @@ def _squeeze(pooled: torch.Tensor, pool: str) -> torch.Tensor:
 
 
 def _mat(w: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    return w.reshape(w.shape[0], -1).to(acc)
+    # [out, in] or [out, in, 1, 1]; not reshape(out, -1), ambiguous when out = 0
+    return w.reshape(w.shape[0], w.shape[1]).to(acc)
 
 
 def _vec(b: Optional[torch.Tensor], acc: torch.dtype):
@@ -70,6 +72,7 @@ def se_forward_impl(x, w1, b1, w2, b2, pool, act, act_param, gate):
 
 
 @torch.library.custom_op("triton_attn::se_fwd", mutates_args=())
+@autocast_off
 def se_fwd(
     x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor], w2: Optional[torch.Tensor],
     b2: Optional[torch.Tensor], pool: str, act: str, act_param: float, gate: str,
@@ -109,8 +112,8 @@ def se_backward_impl(dy, x, pooled, w1, b1, w2, b2, pool, act, act_param, gate, 
     if need_dx:
         dp = dh @ _mat(w1, acc)
         share = 0.5 if pool == "avgmax" else 1.0
-        dmean = (dp * (share / HW)).contiguous() if mean is not None else None
-        dmax = (dp * share / cnt.clamp_min(1)).contiguous() if amax is not None else None
+        dmean = (dp * share / HW).contiguous() if mean is not None else None
+        dmax = max_grad_per_element(dp * share, cnt).contiguous() if amax is not None else None
         dx = channel_scale_backward(dy, x, g, dmean, dmax, amax.contiguous() if amax is not None else None)
     else:
         dx = x.new_empty(0)
@@ -124,6 +127,7 @@ def se_backward_impl(dy, x, pooled, w1, b1, w2, b2, pool, act, act_param, gate, 
 
 
 @torch.library.custom_op("triton_attn::se_bwd", mutates_args=())
+@autocast_off
 def se_bwd(
     dy: torch.Tensor, x: torch.Tensor, pooled: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
     w2: Optional[torch.Tensor], b2: Optional[torch.Tensor], pool: str, act: str, act_param: float,

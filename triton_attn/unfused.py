@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._runtime import acc_dtype
-from .channel_pool import channel_gate_grad, channel_pool
+from .channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
 from .channel_scale import channel_scale, channel_scale_backward
 from .layout import empty_like_4d
 
@@ -38,7 +38,7 @@ def pool_hw_bwd(dmean: torch.Tensor, dmax: torch.Tensor, x: torch.Tensor, amax: 
     dx_max = None
     if want_max:
         _, cnt = channel_gate_grad(None, x, amax.contiguous())
-        dx_max = (dmax.to(acc) / cnt.clamp_min(1)).contiguous()
+        dx_max = max_grad_per_element(dmax.to(acc), cnt).contiguous()
     return channel_scale_backward(None, x, None, dm, dx_max, amax.contiguous() if want_max else None)
 
 

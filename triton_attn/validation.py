@@ -2,6 +2,8 @@
 a ValueError/TypeError naming the problem, never a Triton error."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -14,6 +16,8 @@ def check_input(x, channels: int | None = None, name: str = "x") -> None:
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got {x.dim()}-D with shape {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {x.dtype}")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has no channels (shape {tuple(x.shape)}): a channel-attention block needs C >= 1")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} has {x.shape[1]} channels but the block was built for {channels}")
     if x.device.type not in ("cpu", "cuda"):
@@ -36,5 +40,24 @@ def check_param(t, x: torch.Tensor, name: str, shape: tuple | None = None, numel
 
 
 def check_choice(value, name: str, choices) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {list(choices)}, got {type(value).__name__}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_name(value, name: str, choices) -> str:
+    """An activation or gate name, canonicalised (``"swish"`` -> ``"silu"``)."""
+    from .activations import canonical_name
+
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {list(choices)}, got {type(value).__name__}")
+    value = canonical_name(value)
+    check_choice(value, name, choices)
+    return value
+
+
+def check_real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)

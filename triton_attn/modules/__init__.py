@@ -1,4 +1,5 @@
+from .cbam import CbamModule, LightCbamModule
 from .eca import CecaModule, EcaModule
 from .se import EffectiveSEModule, SEModule
 
-__all__ = ["SEModule", "EffectiveSEModule", "EcaModule", "CecaModule"]
+__all__ = ["SEModule", "EffectiveSEModule", "EcaModule", "CecaModule", "CbamModule", "LightCbamModule"]

@@ -84,7 +84,7 @@ class EcaModule(_EcaBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
         gate = fused_gate_name(self.gate)
-        if self.conv2 is None and gate is not None and x.numel() > 0:
+        if self.conv2 is None and gate is not None:
             return TF.eca(x, self.conv.weight, self.conv.bias, circular=False, gate=gate)
         N, C = x.shape[:2]
         s = pooled_squeeze(x, "avg") if x.numel() > 0 else x.mean((2, 3), keepdim=True)
@@ -127,7 +127,7 @@ class CecaModule(_EcaBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
         gate = fused_gate_name(self.gate)
-        if gate is not None and x.numel() > 0:
+        if gate is not None:
             return TF.eca(x, self.conv.weight, self.conv.bias, circular=True, gate=gate)
         N, C = x.shape[:2]
         s = pooled_squeeze(x, "avg") if x.numel() > 0 else x.mean((2, 3), keepdim=True)

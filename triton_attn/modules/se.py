@@ -62,7 +62,7 @@ class SEModule(nn.Module):
         check_input(x, self.fc1.in_channels)
         act = fused_act_spec(self.act)
         gate = fused_gate_name(self.gate)
-        if act is not None and gate is not None and isinstance(self.bn, nn.Identity) and x.numel() > 0:
+        if act is not None and gate is not None and isinstance(self.bn, nn.Identity):
             return TF.se(
                 x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
                 pool=self._pool(), act=act[0], act_param=act[1], gate=gate,
@@ -91,7 +91,7 @@ class EffectiveSEModule(nn.Module):
         check_input(x, self.fc.in_channels)
         pool = "avgmax" if self.add_maxpool else "avg"
         gate = fused_gate_name(self.gate)
-        if gate is not None and x.numel() > 0:
+        if gate is not None:
             return TF.se(x, self.fc.weight, self.fc.bias, None, None, pool=pool, gate=gate)
         s = pooled_squeeze(x, pool) if x.numel() > 0 else x.mean((2, 3), keepdim=True)
         g = self.gate(self.fc(s))

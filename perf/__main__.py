@@ -1,0 +1,152 @@
+"""python -m perf [run|measure|plot|readme|targets] [options]
+
+run (default)  measure, then redraw the charts and the README section
+measure        measure only
+plot           redraw the charts (and the README section) from the CSVs, on any machine
+readme         regenerate the README's results section only
+targets        recompute the project's targets from the GPU CSVs: met / missed
+
+Without a GPU, `run` says so, times the CPU paths on tiny shapes with a wall
+clock (results/cpu.csv, never charted) and redraws the charts from the GPU
+results already there."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import BLOCKS, DTYPES, LAYOUTS, MODES, PERF_DIR, PROVIDERS, README
+
+
+def _choices(allowed):
+    def parse(text):
+        values = [v for v in text.split(",") if v]
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
+        return values
+
+    return parse
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m perf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", nargs="?", default="run", choices=["run", "measure", "plot", "readme", "targets"])
+    ap.add_argument("--quick", action="store_true", help="a small subset (GPU: ResNet-50 at batch 32 and two mobile shapes, bf16, channels_last)")
+    ap.add_argument("--blocks", type=_choices(BLOCKS), default=list(BLOCKS), help="comma-separated: " + ",".join(BLOCKS))
+    ap.add_argument("--modes", type=_choices(MODES), default=list(MODES), help="comma-separated: " + ",".join(MODES))
+    ap.add_argument("--providers", type=_choices(PROVIDERS), default=list(PROVIDERS), help="comma-separated: " + ",".join(PROVIDERS))
+    ap.add_argument("--dtypes", type=_choices(DTYPES), default=None, help="comma-separated (default GPU: all, or bfloat16 with --quick; CPU: float32)")
+    ap.add_argument("--layouts", type=_choices(LAYOUTS), default=None, help="comma-separated (default: both, or channels_last with --quick)")
+    ap.add_argument("--out-dir", type=Path, default=PERF_DIR, help="results/ and charts/ go here (default: perf/)")
+    ap.add_argument("--readme", type=Path, default=README, help="README whose perf section is regenerated")
+    ap.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    ap.add_argument("--resume", action="store_true", help="skip rows this commit already measured on this device")
+    ap.add_argument("--warmup-ms", type=int, default=10, help="warm-up time per measurement (do_bench, or the CPU wall clock)")
+    ap.add_argument("--rep-ms", type=int, default=50, help="timing window per measurement (do_bench, or the CPU wall clock)")
+    ap.add_argument("--cpu", action="store_true", help="measure the CPU paths even where a GPU is present")
+    return ap.parse_args(argv)
+
+
+def _device(args) -> torch.device:
+    import triton_attn
+
+    if torch.cuda.is_available() and not args.cpu:
+        if triton_attn.INTERPRETED:
+            sys.exit("perf: TRITON_INTERPRET=1 is set: the CUDA timings would not be Triton's. Unset it.")
+        return torch.device("cuda")
+    if not args.cpu:
+        print("perf: no GPU present: timing the CPU paths (one thread) on tiny shapes with a wall clock. These numbers")
+        print("      say nothing about the kernels' speed; they go to their own CSV and are never charted.")
+    if triton_attn.INTERPRETED:
+        print("perf: TRITON_INTERPRET=1: triton_attn runs Triton's interpreter on CPU (device 'cpu-interpreter').")
+    else:
+        print("perf: triton_attn on CPU runs its pure-PyTorch fallback (TRITON_INTERPRET=1 runs the interpreter).")
+    return torch.device("cpu")
+
+
+def measure(args) -> bool:
+    from .measure import Plan, run
+    from .shapes import shapes_for
+
+    device = _device(args)
+    gpu = device.type == "cuda"
+    dtypes = args.dtypes or ((["bfloat16"] if args.quick else list(DTYPES)) if gpu else ["float32"])
+    layouts = args.layouts or (["channels_last"] if args.quick else list(LAYOUTS))
+    plan = Plan(
+        device=device, blocks=args.blocks, modes=args.modes, providers=args.providers, dtypes=dtypes,
+        layouts=layouts, shapes=shapes_for(device.type, args.quick), warmup_ms=args.warmup_ms,
+        rep_ms=args.rep_ms, resume=args.resume,
+    )
+    threads = torch.get_num_threads()
+    if not gpu:
+        # One thread: on a shared or small machine, intra-op threads waiting on a
+        # busy core turn microseconds into milliseconds (p80 x100 measured on 2 cores).
+        torch.set_num_threads(1)
+    try:
+        _, rows = run(plan, args.out_dir / "results")
+    finally:
+        torch.set_num_threads(threads)
+    if not gpu and rows:
+        df = pd.DataFrame(rows)
+        print(df.pivot_table(index=["block", "mode", "dtype", "layout", "N", "C", "H", "W"], columns="provider", values="ms").round(3).to_string())
+    for failure in plan.failures:
+        print(f"perf: FAILED {failure}")
+    return not plan.failures
+
+
+def plot(args) -> None:
+    from .plot import plot_all
+
+    written = plot_all(args.out_dir / "results", args.out_dir / "charts")
+    if written:
+        print(f"perf: {len(written)} charts in {args.out_dir / 'charts'}")
+    else:
+        print(f"perf: no GPU results in {args.out_dir / 'results'}: no charts to draw")
+    readme(args)
+
+
+def readme(args) -> None:
+    from .readme_table import render, update_readme
+
+    if args.no_readme:
+        return
+    body = render(args.out_dir / "results", args.out_dir / "charts", args.readme)
+    if update_readme(args.readme, body):
+        print(f"perf: results section of {args.readme} regenerated")
+    else:
+        print(f"perf: {args.readme} missing or without perf markers: left alone")
+
+
+def targets(args) -> None:
+    from .store import gpu_results
+    from .targets import report_lines
+
+    results = gpu_results(args.out_dir / "results")
+    if not results:
+        print(f"perf: no GPU results in {args.out_dir / 'results'}: targets cannot be checked")
+    for device, df in results.items():
+        print(f"{device} (bfloat16, channels_last, geomean over the presets):")
+        for line in report_lines(df):
+            print(f"  {line}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    ok = True
+    if args.command in ("run", "measure"):
+        ok = measure(args)
+    if args.command in ("run", "plot"):
+        plot(args)
+    if args.command == "readme":
+        readme(args)
+    if args.command in ("run", "targets"):
+        targets(args)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
