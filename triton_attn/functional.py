@@ -18,6 +18,19 @@ def _flat_rows(w: torch.Tensor, name: str) -> tuple[int, int]:
     return w.shape[0], w.shape[1]
 
 
+def _check_fc(x, weight, bias, name: str, c_in: int, c_out: int | None) -> int:
+    """A 1x1 conv / linear layer of the gate MLP: device, dtype, shape, bias.
+    Returns its output width."""
+    check_param(weight, x, f"{name}_weight")
+    out, got_in = _flat_rows(weight, f"{name}_weight")
+    if got_in != c_in:
+        raise ValueError(f"{name}_weight expects {got_in} input channels but {c_in} come in")
+    if c_out is not None and out != c_out:
+        raise ValueError(f"{name}_weight has shape {tuple(weight.shape)}, expected [{c_out}, {c_in}(, 1, 1)]")
+    check_param(bias, x, f"{name}_bias", shape=(out,))
+    return out
+
+
 def se(
     x: torch.Tensor,
     fc1_weight: torch.Tensor,
@@ -42,22 +55,14 @@ def se(
     act = check_name(act, "act", HIDDEN_ACTS)
     gate = check_name(gate, "gate", GATE_CODES)
     act_param = check_real(act_param, "act_param")
-    check_param(fc1_weight, x, "fc1_weight")
-    rd, c_in = _flat_rows(fc1_weight, "fc1_weight")
-    if c_in != C:
-        raise ValueError(f"fc1_weight expects {c_in} input channels but x has {C}")
-    check_param(fc1_bias, x, "fc1_bias", shape=(rd,))
+    rd = _check_fc(x, fc1_weight, fc1_bias, "fc1", C, None)
     if fc2_weight is None:
         if rd != C:
             raise ValueError(f"without fc2, fc1 must map C -> C, got {rd} outputs for C={C}")
         if fc2_bias is not None:
             raise ValueError("fc2_bias given without fc2_weight")
     else:
-        check_param(fc2_weight, x, "fc2_weight")
-        out, r_in = _flat_rows(fc2_weight, "fc2_weight")
-        if (out, r_in) != (C, rd):
-            raise ValueError(f"fc2_weight has shape {tuple(fc2_weight.shape)}, expected [{C}, {rd}(, 1, 1)]")
-        check_param(fc2_bias, x, "fc2_bias", shape=(C,))
+        _check_fc(x, fc2_weight, fc2_bias, "fc2", rd, C)
     if pool != "avg" and x.shape[2] * x.shape[3] == 0:
         # torch.amax would raise an IndexError deep in the reference path.
         raise ValueError(f"pool={pool!r} takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
@@ -180,17 +185,10 @@ def cbam(
         if any(t is not None for t in (fc1_bias, fc2_weight, fc2_bias)):
             raise ValueError("channel_conv replaces the MLP: fc1_bias/fc2_weight/fc2_bias must be None")
     else:
-        check_param(fc1_weight, x, "fc1_weight")
-        rd, c_in = _flat_rows(fc1_weight, "fc1_weight")
-        if c_in != C:
-            raise ValueError(f"fc1_weight expects {c_in} input channels but x has {C}")
-        check_param(fc1_bias, x, "fc1_bias", shape=(rd,))
         if fc2_weight is None:
             raise ValueError("the CBAM MLP needs fc2_weight")
-        check_param(fc2_weight, x, "fc2_weight")
-        if _flat_rows(fc2_weight, "fc2_weight") != (C, rd):
-            raise ValueError(f"fc2_weight has shape {tuple(fc2_weight.shape)}, expected [{C}, {rd}(, 1, 1)]")
-        check_param(fc2_bias, x, "fc2_bias", shape=(C,))
+        rd = _check_fc(x, fc1_weight, fc1_bias, "fc1", C, None)
+        _check_fc(x, fc2_weight, fc2_bias, "fc2", rd, C)
     check_param(spatial_weight, x, "spatial_weight")
     maps = 1 if light else 2
     sw = tuple(spatial_weight.shape)
