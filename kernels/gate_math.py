@@ -12,7 +12,9 @@ def apply_gate(z, GATE: tl.constexpr):
     elif GATE == 2:
         # NaN must stay NaN, as in F.hardsigmoid: plain min/max would clamp
         # a NaN pre-activation to a finite gate and hide it downstream.
-        nan = tl.PropagateNan.ALL
-        return tl.minimum(tl.maximum(z + 3.0, 0.0, propagate_nan=nan), 6.0, propagate_nan=nan) * (1.0 / 6.0)
+        # (Spelled out at each use: the compiler cannot bind the enum to a name.)
+        return tl.minimum(
+            tl.maximum(z + 3.0, 0.0, propagate_nan=tl.PropagateNan.ALL), 6.0, propagate_nan=tl.PropagateNan.ALL
+        ) * (1.0 / 6.0)
     else:
         return z

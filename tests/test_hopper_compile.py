@@ -80,6 +80,8 @@ def _blocks(C):
         triton_attn.SEModule(C, rd_channels=8, add_maxpool=True),
         triton_attn.EffectiveSEModule(C),
         triton_attn.EcaModule(C),
+        triton_attn.EcaModule(C, gate_layer="hard_sigmoid"),  # every in-kernel gate gets compiled
+        triton_attn.CecaModule(C, gate_layer="identity"),
         triton_attn.CecaModule(C, act_layer=torch.nn.ReLU),
         triton_attn.SEModule(C, rd_channels=8, act_layer=torch.nn.Mish),  # unfused ops
         triton_attn.CbamModule(C, rd_channels=8),
@@ -115,7 +117,7 @@ def test_every_launch_compiles_for_sm90_and_sm80(monkeypatch):
     names = {launch["name"] for launch in launches}
     assert len(launches) >= 40, len(launches)
     assert {"channel_pool_kernel", "channel_scale_kernel", "channel_gate_grad_kernel",
-            "channel_scale_backward_kernel", "spatial_stats_kernel", "cbam_scale_kernel"} <= names, names
+            "channel_scale_backward_kernel", "spatial_stats_kernel", "cbam_scale_kernel", "se_gate_kernel"} <= names, names
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     worker = Path(__file__).with_name("hopper_compile_worker.py")
     proc = subprocess.run(

@@ -168,3 +168,11 @@ def gate_forward(z: torch.Tensor, gate: str) -> torch.Tensor:
 
 def gate_backward(z: torch.Tensor, grad: torch.Tensor, gate: str) -> torch.Tensor:
     return act_backward(z, grad, gate)
+
+
+#: Hidden activations computed inside kernels/se_gate.py (``apply_hidden_act``
+#: codes): those needing no libdevice. gelu, gelu_tanh and tanh keep the torch MLP.
+HIDDEN_ACT_CODES = {
+    "identity": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "silu": 4,
+    "hard_swish": 5, "hard_sigmoid": 6, "sigmoid": 7,
+}

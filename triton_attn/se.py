@@ -1,6 +1,6 @@
 """Fused squeeze-and-excitation: ``triton_attn::se_fwd`` / ``se_bwd``.
 
-Forward: pool (pass 1: read x) -> MLP on [N, C] in torch -> scale
+Forward: pool (pass 1: read x) -> MLP on [N, C] (se_gate.py) -> scale
 (pass 2: read x, pass 3: write y). Backward: sum(dy * x) (passes 1-2: read dy
 and x) -> closed-form MLP backward on [N, C] -> dx = dy * g + pooled-gradient
 broadcast (pass 3: read dy, pass 4: write dx; pass 5 reads x again only for
@@ -11,13 +11,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ._runtime import autocast_off
-from .activations import act_backward, act_forward, gate_backward, gate_forward
+from .activations import act_backward, gate_backward, gate_forward
 from .channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
 from .channel_scale import channel_scale, channel_scale_backward
 from .layout import empty_like_4d
+from .se_gate import as_matrix as _mat
+from .se_gate import mlp_forward, se_gate
+from .se_gate import squeeze_pooled as _squeeze
 
 POOL_MODES = ("avg", "max", "avgmax")
 
@@ -29,7 +31,9 @@ def pooled_rows(pool: str) -> int:
 def pool_input(x: torch.Tensor, pool: str) -> torch.Tensor:
     """[P, N, C]: the pooled statistics the gate needs, from one read of x."""
     mean, amax = channel_pool(x, pool in ("avg", "avgmax"), pool in ("max", "avgmax"))
-    return torch.stack([t for t in (mean, amax) if t is not None])
+    if pool == "avgmax":
+        return torch.stack([mean, amax])
+    return (mean if amax is None else amax)[None]  # a view: one launch fewer at batch 1
 
 
 def _split_pooled(pooled: torch.Tensor, pool: str):
@@ -40,35 +44,9 @@ def _split_pooled(pooled: torch.Tensor, pool: str):
     return pooled[0], pooled[1]
 
 
-def _squeeze(pooled: torch.Tensor, pool: str) -> torch.Tensor:
-    if pool == "avgmax":  # timm add_maxpool: 0.5 * mean + 0.5 * amax
-        return 0.5 * pooled[0] + 0.5 * pooled[1]
-    return pooled[0]
-
-
-def _mat(w: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    # [out, in] or [out, in, 1, 1]; not reshape(out, -1), ambiguous when out = 0
-    return w.reshape(w.shape[0], w.shape[1]).to(acc)
-
-
-def _vec(b: Optional[torch.Tensor], acc: torch.dtype):
-    return None if b is None else b.to(acc)
-
-
-def mlp_forward(p, w1, b1, w2, b2, act, act_param):
-    """z = fc2(act(fc1(p))), or z = fc1(p) when there is no fc2 (ESE)."""
-    acc = p.dtype
-    h = F.linear(p, _mat(w1, acc), _vec(b1, acc))
-    if w2 is None:
-        return h, h, None
-    a = act_forward(h, act, act_param)
-    return F.linear(a, _mat(w2, acc), _vec(b2, acc)), h, a
-
-
 def se_forward_impl(x, w1, b1, w2, b2, pool, act, act_param, gate):
     pooled = pool_input(x, pool)
-    z, _, _ = mlp_forward(_squeeze(pooled, pool), w1, b1, w2, b2, act, act_param)
-    return channel_scale(x, gate_forward(z, gate).contiguous()), pooled
+    return channel_scale(x, se_gate(pooled, pool, w1, b1, w2, b2, act, act_param, gate)), pooled
 
 
 @torch.library.custom_op("triton_attn::se_fwd", mutates_args=())
