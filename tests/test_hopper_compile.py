@@ -110,6 +110,10 @@ def _scenario():
         cfg = launch_config.tile_config(real_shape[1], real_shape[2] * real_shape[3], layout == "channels_last")
         with launch_config.override(block_c=cfg.block_c, block_hw=cfg.block_hw, num_warps=cfg.num_warps, split=2):
             _run_blocks(torch.bfloat16, layout, shape=(1, 24, 6, 6))
+    # The largest tiles the autotune spaces offer (8192 elements, 8 warps).
+    for layout, (block_c, block_hw) in (("nchw", (8, 1024)), ("channels_last", (256, 32))):
+        with launch_config.override(block_c=block_c, block_hw=block_hw, num_warps=8):
+            _run_blocks(torch.bfloat16, layout, shape=(1, 24, 6, 6))
 
 
 def test_every_launch_compiles_for_sm90_and_sm80(monkeypatch):
