@@ -11,7 +11,7 @@ gradients divided by H*W and by the tie count).
 import triton
 import triton.language as tl
 
-from .cbam_scale import elementwise_tile, tile_offsets
+from .tiles import elementwise_tile, tile_offsets
 
 
 @triton.jit

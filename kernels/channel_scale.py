@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .gate_math import apply_gate
+from .tiles import elementwise_tile, tile_offsets
 
 
 @triton.jit
@@ -49,15 +50,7 @@ def channel_scale_kernel(
     programs of one sample run together.
     """
     ACC = s_ptr.dtype.element_ty  # fp32, or fp64 for fp64 inputs
-    pid = tl.program_id(0)
-    hwb = pid % num_hw_blocks
-    ncb = pid // num_hw_blocks
-    n = ncb // num_c_blocks
-    cb = ncb % num_c_blocks
-
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    n64 = n.to(tl.int64)
+    n64, c, hw, c_mask, hw_mask = elementwise_tile(tl.program_id(0), C, HW, num_c_blocks, num_hw_blocks, BLOCK_C, BLOCK_HW)
     row = n64 * C
     if CONV_K > 0:
         PAD: tl.constexpr = (CONV_K - 1) // 2
@@ -78,14 +71,7 @@ def channel_scale_kernel(
     else:
         g = tl.load(g_ptr + row + c, mask=c_mask, other=0.0)
 
-    hw = hwb * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    hw64 = hw.to(tl.int64)[None, :]
-    c64 = c.to(tl.int64)[:, None]
-    mask = c_mask[:, None] & (hw < HW)[None, :]
-    x = tl.load(x_ptr + n64 * x_batch_stride + c64 * x_chan_stride + hw64 * x_hw_stride, mask=mask)
+    mask = c_mask[:, None] & hw_mask[None, :]
+    x = tl.load(x_ptr + tile_offsets(n64, c, hw, x_batch_stride, x_chan_stride, x_hw_stride), mask=mask)
     y = x.to(ACC) * g[:, None]
-    tl.store(
-        y_ptr + n64 * y_batch_stride + c64 * y_chan_stride + hw64 * y_hw_stride,
-        y.to(y_ptr.dtype.element_ty),
-        mask=mask,
-    )
+    tl.store(y_ptr + tile_offsets(n64, c, hw, y_batch_stride, y_chan_stride, y_hw_stride), y.to(y_ptr.dtype.element_ty), mask=mask)

@@ -12,6 +12,8 @@ reads x as well only when a max pooling is differentiated (pass 5).
 import triton
 import triton.language as tl
 
+from .tiles import elementwise_tile, tile_offsets
+
 
 @triton.jit
 def channel_scale_backward_kernel(
@@ -49,25 +51,14 @@ def channel_scale_backward_kernel(
     Grid: (N * num_c_blocks * num_hw_blocks,).
     """
     ACC = dmean_ptr.dtype.element_ty  # fp32, or fp64 for fp64 inputs
-    pid = tl.program_id(0)
-    hwb = pid % num_hw_blocks
-    ncb = pid // num_hw_blocks
-    n = ncb // num_c_blocks
-    cb = ncb % num_c_blocks
-
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    n64 = n.to(tl.int64)
+    n64, c, hw, c_mask, hw_mask = elementwise_tile(tl.program_id(0), C, HW, num_c_blocks, num_hw_blocks, BLOCK_C, BLOCK_HW)
     nc = n64 * C + c
-    hw = hwb * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    hw64 = hw.to(tl.int64)[None, :]
-    c64 = c.to(tl.int64)[:, None]
-    mask = c_mask[:, None] & (hw < HW)[None, :]
+    mask = c_mask[:, None] & hw_mask[None, :]
 
     dx = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     if HAS_DY:
         g = tl.load(g_ptr + nc, mask=c_mask, other=0.0)
-        dy = tl.load(dy_ptr + n64 * dy_batch_stride + c64 * dy_chan_stride + hw64 * dy_hw_stride, mask=mask, other=0.0)
+        dy = tl.load(dy_ptr + tile_offsets(n64, c, hw, dy_batch_stride, dy_chan_stride, dy_hw_stride), mask=mask, other=0.0)
         dx += dy.to(ACC) * g[:, None]
     if HAS_MEAN:
         dmean = tl.load(dmean_ptr + nc, mask=c_mask, other=0.0)
@@ -75,14 +66,10 @@ def channel_scale_backward_kernel(
     if HAS_MAX:
         m = tl.load(max_ptr + nc, mask=c_mask, other=0.0)
         dmax = tl.load(dmax_ptr + nc, mask=c_mask, other=0.0)
-        x = tl.load(x_ptr + n64 * x_batch_stride + c64 * x_chan_stride + hw64 * x_hw_stride, mask=mask, other=0.0)
+        x = tl.load(x_ptr + tile_offsets(n64, c, hw, x_batch_stride, x_chan_stride, x_hw_stride), mask=mask, other=0.0)
         # where, not multiply: 0 * inf would turn untouched elements into NaN.
         # A NaN max (m != m) reaches every element, as torch.amax's backward
         # does; the host passes a NaN dmax for it.
         hit = (x.to(ACC) == m[:, None]) | (m != m)[:, None]
         dx += tl.where(hit, dmax[:, None], 0.0)
-    tl.store(
-        dx_ptr + n64 * dx_batch_stride + c64 * dx_chan_stride + hw64 * dx_hw_stride,
-        dx.to(dx_ptr.dtype.element_ty),
-        mask=mask,
-    )
+    tl.store(dx_ptr + tile_offsets(n64, c, hw, dx_batch_stride, dx_chan_stride, dx_hw_stride), dx.to(dx_ptr.dtype.element_ty), mask=mask)
