@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._runtime import new_like_4d
+
 
 def hw_mergeable(t: torch.Tensor) -> bool:
     """True when H and W can be walked as one axis with a single stride: NCHW,
@@ -11,13 +13,19 @@ def hw_mergeable(t: torch.Tensor) -> bool:
     return H == 1 or W == 1 or t.stride(2) == W * t.stride(3)
 
 
+def as_hw_mergeable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or (when H and W cannot be merged: a spatial crop, an
+    H/W transpose) a copy in the dense format nearest to it; both NCHW and
+    channels_last merge H and W."""
+    if hw_mergeable(t):
+        return t
+    return t.contiguous(memory_format=torch.channels_last if t.stride(1) == 1 else torch.contiguous_format)
+
+
 def nc_hw(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """Returns ``t`` (copied only when H and W cannot be merged, e.g. a spatial
-    crop) and its (batch, channel, hw) strides in elements."""
-    if not hw_mergeable(t):
-        t = t.contiguous(memory_format=torch.channels_last if t.stride(1) == 1 else torch.contiguous_format)
-        if not hw_mergeable(t):  # pragma: no cover - both formats merge H, W
-            t = t.contiguous()
+    """Returns ``t`` (copied only when H and W cannot be merged) and its
+    (batch, channel, hw) strides in elements."""
+    t = as_hw_mergeable(t)
     _, _, H, W = t.shape
     hw_stride = t.stride(3) if W > 1 else t.stride(2)
     if H * W == 1:
@@ -33,12 +41,7 @@ def chan_contiguous(strides: tuple[int, int, int], C: int) -> bool:
 def empty_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same shape and memory format as ``x``: channels_last stays channels_last,
     and a non-dense view gets the dense layout it resembles."""
-    from ._runtime import new_like_4d
-
-    t = new_like_4d(x, dtype)
-    if not hw_mergeable(t):
-        # preserve_format keeps a dense permutation with H and W apart
-        # (x.transpose(2, 3)); the kernels write H*W as one axis. Rare, so a
-        # copy of the fresh buffer (poison included) is cheap enough.
-        t = t.contiguous(memory_format=torch.channels_last if t.stride(1) == 1 else torch.contiguous_format)
-    return t
+    # preserve_format keeps a dense permutation with H and W apart
+    # (x.transpose(2, 3)); the kernels write H*W as one axis. Rare, so a copy
+    # of the fresh buffer (poison included) is cheap enough.
+    return as_hw_mergeable(new_like_4d(x, dtype))
