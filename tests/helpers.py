@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from triton_attn._runtime import poison_outputs
+from triton_attn.runtime import poison_outputs
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

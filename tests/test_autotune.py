@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import triton_attn
-from triton_attn import autotune, launch_config
-from triton_attn.autotune import cache, registry, spaces
+from triton_attn import autotune
+from triton_attn.launch import config as launch_config
+from triton_attn.tuning import cache, registry, spaces, table
 from triton_attn.autotune.__main__ import main as cli_main
-from triton_attn.autotune.config import LaunchConfig
-from triton_attn.autotune.key import KEY_FIELDS, key_to_str, pow2_bucket, tune_key
+from triton_attn.tuning.config import LaunchConfig
+from triton_attn.tuning.key import KEY_FIELDS, key_to_str, pow2_bucket, tune_key
 from triton_attn.autotune.report import COLUMNS
-from triton_attn.autotune.table import Entry
+from triton_attn.tuning.table import Entry
 
 from helpers import assert_close
 
@@ -57,7 +58,7 @@ def _x(shape, device, channels_last=False):
 
 
 def _pool_mean(x):
-    from triton_attn.channel_pool import channel_pool
+    from triton_attn.launch.channel_pool import channel_pool
 
     return channel_pool(x, True, False)[0]
 
@@ -146,11 +147,11 @@ def test_cached_config_is_used_and_correct(device, cache_dir):
     and ECA-style scale) and still gives the reference result."""
     x = _x((1, 8, 16, 16), device)
     key = tune_key(1, 8, 256, "nchw", torch.float32, "mean+max")
-    section = autotune.table.section_for("channel_pool", x.device)
+    section = table.section_for("channel_pool", x.device)
     cfg = LaunchConfig(block_c=4, block_hw=64, num_warps=4, split=3)
     entry = Entry(cfg, 1.0, None, None, 1)
     assert cache.write_entries(cache.cache_path(), section, {key_to_str(key): entry.to_json()})
-    from triton_attn.channel_pool import channel_pool
+    from triton_attn.launch.channel_pool import channel_pool
 
     with autotune.recording() as records:
         mean, amax = channel_pool(x, True, True)
@@ -202,7 +203,7 @@ def test_bad_cache_file_one_warning_then_rewritten(device, cache_dir, content):
 def test_bad_entry_and_stale_section_are_ignored(device, cache_dir):
     x = _x((2, 8, 4, 4), device)
     key = key_to_str(tune_key(2, 8, 16, "nchw", torch.float32, "mean"))
-    current = autotune.table.section_for("channel_pool", x.device)
+    current = table.section_for("channel_pool", x.device)
     stale = dict(current, source_hash="0" * 16, entries={key: Entry(LaunchConfig(8, 16, 4), 1.0, None, None, 1).to_json()})
     bad = dict(current, entries={key: {"config": {"block_c": 3, "block_hw": 16, "num_warps": 4}, "ms": 1, "n_configs": 1}})
     cache_dir.mkdir()
@@ -246,9 +247,9 @@ def test_two_processes_tuning_at_once_leave_valid_json(cache_dir):
     script = textwrap.dedent("""
         import sys, torch, triton_attn
         from triton_attn import autotune
-        from triton_attn.autotune import cache, table
-        from triton_attn.autotune.config import LaunchConfig
-        from triton_attn.channel_pool import channel_pool
+        from triton_attn.tuning import cache, table
+        from triton_attn.tuning.config import LaunchConfig
+        from triton_attn.launch.channel_pool import channel_pool
         c = int(sys.argv[1])
         dev = torch.device("cuda" if torch.cuda.is_available() and not triton_attn.INTERPRETED else "cpu")
         with autotune.tuning():

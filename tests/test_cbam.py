@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import triton_attn
-from triton_attn import cbam as cbam_ops
+from triton_attn.ops import cbam as cbam_ops
 from triton_attn import functional as TF
-from triton_attn import launch_config
+from triton_attn.launch import config as launch_config
 from triton_attn.reference import EagerCbamModule, cbam_reference
 
 from helpers import DTYPES, assert_close, assert_fwd_bwd_close, fwd_bwd, make_input, module_fwd_bwd, same_layout
@@ -210,7 +210,7 @@ def test_matches_timm(config, training):
 def test_fused_path_taken_for_known_layers(monkeypatch):
     calls = []
     real = cbam_ops.cbam_fwd
-    monkeypatch.setattr(TF._cbam, "cbam_fwd", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(cbam_ops, "cbam_fwd", lambda *a: calls.append(1) or real(*a))
     x = make_input((2, 16, 3, 3))
     for config in TIMM_CONFIGS:
         calls.clear()

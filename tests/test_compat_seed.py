@@ -12,6 +12,8 @@ import seed_reference as seed
 import triton_attn.functional as TF
 from helpers import TOL, assert_close, float64_copy, make_input, run_fwd_bwd
 from triton_attn import seed_compat as compat
+from triton_attn.ops import cbam as cbam_ops
+from triton_attn.ops import se as se_ops
 
 SHAPE = (2, 16, 5, 6)
 
@@ -76,8 +78,8 @@ def test_spatial_attention_part(k):
 def test_cbam_block_runs_the_fused_op(args, kwargs, monkeypatch):
     ours, ref = _pair("CBAMBlock", *args, **kwargs)
     calls = []
-    fused = TF.cbam
-    monkeypatch.setattr(TF, "cbam", lambda *a, **k: calls.append(k) or fused(*a, **k))
+    fused = cbam_ops.cbam
+    monkeypatch.setattr(cbam_ops, "cbam", lambda *a, **k: calls.append(k) or fused(*a, **k))
     _check_against_seed(ours, ref, layout="channels_last")
     assert calls and calls[0]["spatial_concat"] == "max_mean" and not calls[0].get("spatial_bn")
 
@@ -111,7 +113,7 @@ def test_replaced_activation_takes_the_unfused_path(monkeypatch):
     """A user who swaps the MLP's ReLU for Mish still gets the seed's numbers."""
     ours, ref = _pair("SEBlock", "avg", 16, 4)
     ours.fc_layers[1], ref.fc_layers[1] = nn.Mish(), nn.Mish()
-    monkeypatch.setattr(TF, "se", lambda *a, **k: pytest.fail("fused op used with an unknown activation"))
+    monkeypatch.setattr(se_ops, "se", lambda *a, **k: pytest.fail("fused op used with an unknown activation"))
     _check_against_seed(ours, ref)
 
 

@@ -11,8 +11,8 @@ from torch import nn
 
 import triton_attn as ta
 from triton_attn import functional as TF
-from triton_attn import launch_config
-from triton_attn._runtime import poison_outputs
+from triton_attn.launch import config as launch_config
+from triton_attn.runtime import poison_outputs
 
 KERNEL_DIR = Path(ta.__file__).resolve().parent.parent / "kernels"
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import triton_attn
-from triton_attn import launch_config
+from triton_attn.launch import config as launch_config
 
 from helpers import make_input
 

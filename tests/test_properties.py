@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from triton_attn import functional as TF
-from triton_attn import launch_config
+from triton_attn.launch import config as launch_config
 from triton_attn.activations import HIDDEN_ACTS
 from triton_attn.reference import cbam_reference, eca_reference, pool_reference, se_reference
 

@@ -13,6 +13,8 @@ from torch import nn
 import triton_attn
 from triton_attn import functional as TF
 from triton_attn.modules import CecaModule, EcaModule, EffectiveSEModule, SEModule
+from triton_attn.ops import eca as eca_ops
+from triton_attn.ops import se as se_ops
 
 from helpers import (
     DTYPES, assert_close, assert_fwd_bwd_close, assert_no_worse_than, float64_copy, make_input_here, module_fwd_bwd,
@@ -110,9 +112,9 @@ def test_fused_path_taken_for_known_layers(monkeypatch):
     """The layers the fused ops understand must not fall back to the unfused
     path (which is correct but slower): count the fused op calls."""
     calls = []
-    for op in ("se", "eca"):
-        real = getattr(TF, op)
-        monkeypatch.setattr(TF, op, lambda *a, _real=real, _op=op, **k: calls.append(_op) or _real(*a, **k))
+    for op, module in (("se", se_ops), ("eca", eca_ops)):
+        real = getattr(module, op)
+        monkeypatch.setattr(module, op, lambda *a, _real=real, _op=op, **k: calls.append(_op) or _real(*a, **k))
     x = make_input_here((1, 16, 3, 3))
     fused = [name for name, _, _ in TIMM_CONFIGS if name not in ("se_batchnorm", "se_mish_maxpool", "eca_mlp")]
     for name, cls_name, kwargs in TIMM_CONFIGS:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from triton_attn import functional as TF
-from triton_attn import launch_config
-from triton_attn import eca as eca_ops
-from triton_attn import se as se_ops
-from triton_attn import unfused
+from triton_attn.launch import config as launch_config
+from triton_attn.ops import eca as eca_ops
+from triton_attn.ops import se as se_ops
+from triton_attn.ops import unfused
 from triton_attn.reference import eca_reference, se_reference
 
 from helpers import DTYPES, assert_close, assert_fwd_bwd_close, fwd_bwd, make_input_here, same_layout

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import triton_attn
-from triton_attn import se_gate as se_gate_mod
+from triton_attn.launch import se_gate as se_gate_mod
 from triton_attn.activations import GATE_CODES, HIDDEN_ACT_CODES, act_forward, gate_forward
-from triton_attn.se_gate import MAX_KERNEL_BATCH, kernel_applies, se_gate
+from triton_attn.launch.se_gate import MAX_KERNEL_BATCH, kernel_applies, se_gate
 
 from helpers import make_input
 

@@ -14,7 +14,7 @@ from torch import nn
 import seed_reference as seed
 import triton_attn
 from helpers import TOL, make_input, run_fwd_bwd
-from triton_attn._runtime import poison_outputs
+from triton_attn.runtime import poison_outputs
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")

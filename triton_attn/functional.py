@@ -1,15 +1,19 @@
-"""Functional forms of the fused blocks. Each validates its inputs and calls
-the torch.library ops, so it works under autograd and torch.compile."""
+"""Functional forms of the fused blocks. Each validates its inputs (once:
+the modules validate themselves and call the ops directly) and runs the
+block's op from ``triton_attn.ops``, so it works under autograd and
+torch.compile."""
 from __future__ import annotations
 
 import torch
 
-from . import cbam as _cbam
-from . import eca as _eca
-from . import se as _se
-from . import unfused as _unfused
+from .ops import cbam as _cbam
+from .ops import eca as _eca
+from .ops import se as _se
+from .ops import unfused as _unfused
 from .activations import GATE_CODES, HIDDEN_ACTS
-from .validation import check_choice, check_input, check_name, check_param, check_real
+from .validation import (
+    check_cbam_input, check_choice, check_input, check_name, check_param, check_pool_nonempty, check_real,
+)
 
 
 def _flat_rows(w: torch.Tensor, name: str) -> tuple[int, int]:
@@ -63,13 +67,10 @@ def se(
             raise ValueError("fc2_bias given without fc2_weight")
     else:
         _check_fc(x, fc2_weight, fc2_bias, "fc2", rd, C)
-    if pool != "avg" and x.shape[2] * x.shape[3] == 0:
-        # torch.amax would raise an IndexError deep in the reference path.
-        raise ValueError(f"pool={pool!r} takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
+    check_pool_nonempty(x, pool)
     # Empty x runs the same op: the launchers skip empty grids and keep
     # PyTorch's semantics (the mean over an empty H*W is NaN).
-    y, _ = _se.se_fwd(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, pool, act, act_param, gate)
-    return y
+    return _se.se(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, pool, act, act_param, gate)
 
 
 def eca(
@@ -91,8 +92,7 @@ def eca(
         raise ValueError(f"conv_weight must have an odd number of taps, got {K} (shape {tuple(conv_weight.shape)})")
     check_param(conv_bias, x, "conv_bias", numel=1)
     gate = check_name(gate, "gate", GATE_CODES)
-    y, _ = _eca.eca_fwd(x, conv_weight, conv_bias, bool(circular), gate)
-    return y
+    return _eca.eca(x, conv_weight, conv_bias, bool(circular), gate)
 
 
 def channel_pool(x: torch.Tensor, mode: str = "avg") -> torch.Tensor:
@@ -100,8 +100,7 @@ def channel_pool(x: torch.Tensor, mode: str = "avg") -> torch.Tensor:
     ``"avgmax"`` -> ([N, C] mean, [N, C] amax) from one pass. Differentiable."""
     check_input(x)
     check_choice(mode, "mode", _se.POOL_MODES)
-    if mode != "avg" and x.shape[2] * x.shape[3] == 0:
-        raise ValueError(f"mode={mode!r} takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
+    check_pool_nonempty(x, mode, "mode")
     mean, amax = _unfused.pool_hw(x, mode != "max", mode != "avg")
     if mode == "avg":
         return mean
@@ -118,10 +117,6 @@ def channel_scale(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     if g.numel() != N * C or g.shape[:2] != x.shape[:2]:
         raise ValueError(f"g must be [N, C] = [{N}, {C}] (or [N, C, 1, 1]), got {tuple(g.shape)}")
     return _unfused.scale(x, g.reshape(N, C))
-
-
-
-
 
 
 def cbam(
@@ -148,7 +143,7 @@ def cbam(
     gate: str = "sigmoid",
 ) -> torch.Tensor:
     """CBAM: channel attention, then spatial attention, fused (4 passes over x
-    forward, 6 backward; see ``triton_attn/cbam.py``).
+    forward, 6 backward; see ``triton_attn/ops/cbam.py``).
 
     Channel attention ``ca = gate(f(mean_hw(x)) + f(amax_hw(x)))``, f either
     the shared MLP ``fc2(act(fc1(.)))`` (timm, seed "FC": ``fc1_weight
@@ -174,8 +169,6 @@ def cbam(
     ``gate``: both gates' non-linearity. Gate math runs in fp32."""
     check_input(x)
     N, C, H, W = x.shape
-    if H * W == 0:
-        raise ValueError(f"cbam takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
     if (fc1_weight is None) == (channel_conv is None):
         raise ValueError("cbam needs exactly one channel function: fc1_weight/fc2_weight (MLP) or channel_conv")
     if channel_conv is not None:
@@ -189,6 +182,7 @@ def cbam(
             raise ValueError("the CBAM MLP needs fc2_weight")
         rd = _check_fc(x, fc1_weight, fc1_bias, "fc1", C, None)
         _check_fc(x, fc2_weight, fc2_bias, "fc2", rd, C)
+    check_cbam_input(x, bool(spatial_bn), bool(bn_training))
     check_param(spatial_weight, x, "spatial_weight")
     maps = 1 if light else 2
     sw = tuple(spatial_weight.shape)
@@ -207,17 +201,10 @@ def cbam(
             raise ValueError("give both bn_running_mean and bn_running_var, or neither")
         if not bn_training and bn_running_mean is None:
             raise ValueError("spatial BatchNorm in eval mode (bn_training=False) needs bn_running_mean and bn_running_var")
-        if bn_training and N * H * W <= 1:
-            raise ValueError(f"spatial BatchNorm in training needs more than 1 value, got x of shape {tuple(x.shape)}")
         bn_momentum = check_real(bn_momentum, "bn_momentum")
-    y, _, smaps = _cbam.cbam_fwd(
+    return _cbam.cbam(
         x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, channel_conv, spatial_weight,
-        bn_weight, bn_bias, bn_running_mean, bn_running_var, spatial_bn, bn_training, bn_eps,
-        spatial_concat, act, act_param, gate, light,
+        spatial_concat=spatial_concat, light=light, spatial_bn=spatial_bn, bn_weight=bn_weight, bn_bias=bn_bias,
+        bn_running_mean=bn_running_mean, bn_running_var=bn_running_var, bn_training=bn_training,
+        bn_momentum=bn_momentum, bn_eps=bn_eps, act=act, act_param=act_param, gate=gate,
     )
-    if spatial_bn and bn_training and bn_running_mean is not None:
-        # PyTorch's own running-statistics update, on the small conv output
-        # the op returns (its normalised result is discarded).
-        z = smaps[2].reshape(N, 1, H, W).to(bn_running_mean.dtype)
-        torch.nn.functional.batch_norm(z, bn_running_mean, bn_running_var, None, None, True, bn_momentum, bn_eps)
-    return y

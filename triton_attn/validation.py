@@ -24,6 +24,30 @@ def check_input(x, channels: int | None = None, name: str = "x") -> None:
         raise ValueError(f"{name} is on {x.device}; triton_attn runs on CUDA (Triton) or CPU")
 
 
+def check_block_input(x, channels: int | None, *params) -> None:
+    """What a module checks before running its op (its own weights have the
+    right shapes by construction): x itself, its channel count, and that the
+    weights sit on x's device."""
+    check_input(x, channels)
+    for p in params:
+        if p is not None and p.device != x.device:
+            raise ValueError(f"the block's weights are on {p.device} but x is on {x.device}; move the module or the input (no silent copies)")
+
+
+def check_pool_nonempty(x: torch.Tensor, pool: str, name: str = "pool") -> None:
+    if pool != "avg" and x.shape[2] * x.shape[3] == 0:
+        # torch.amax would raise an IndexError deep in the reference path.
+        raise ValueError(f"{name}={pool!r} takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
+
+
+def check_cbam_input(x: torch.Tensor, spatial_bn: bool, bn_training: bool) -> None:
+    N, _, H, W = x.shape
+    if H * W == 0:
+        raise ValueError(f"cbam takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
+    if spatial_bn and bn_training and N * H * W <= 1:
+        raise ValueError(f"spatial BatchNorm in training needs more than 1 value, got x of shape {tuple(x.shape)}")
+
+
 def check_param(t, x: torch.Tensor, name: str, shape: tuple | None = None, numel: int | None = None) -> None:
     if t is None:
         return

@@ -18,8 +18,9 @@ import sys
 
 import torch
 
-from .. import INTERPRETED
-from . import cache, report, tuner
+from ..runtime import INTERPRETED
+from ..tuning import cache, tuner
+from . import report
 from .blocks import BLOCKS, available, exercise
 from .presets import STAGES, parse_shapes
 

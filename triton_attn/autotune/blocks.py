@@ -10,13 +10,13 @@ from torch import nn
 
 
 def _se(C: int) -> nn.Module:
-    from .. import SEModule
+    from ..modules import SEModule
 
     return SEModule(C)
 
 
 def _eca(C: int) -> nn.Module:
-    from .. import EcaModule
+    from ..modules import EcaModule
 
     return EcaModule(channels=C)
 

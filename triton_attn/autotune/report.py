@@ -5,8 +5,8 @@ import math
 
 import pandas as pd
 
-from .key import KEY_FIELDS
-from .tuner import Record
+from ..tuning.key import KEY_FIELDS
+from ..tuning.tuner import Record
 
 COLUMNS = ["kernel", *KEY_FIELDS, "config", "ms", "runner_up", "runner_up_ms", "n_configs", "source"]
 

@@ -7,11 +7,11 @@ from typing import Optional, Type, Union
 import torch
 from torch import nn
 
-from .. import functional as TF
-from .. import unfused
+from ..ops import unfused
 from ..activations import create_act_layer, fused_act_spec
-from ..cbam import SPATIAL_CONCATS
-from ..validation import check_choice, check_input
+from ..ops import cbam as cbam_ops
+from ..ops.cbam import SPATIAL_CONCATS
+from ..validation import check_block_input, check_cbam_input, check_choice
 from .gating import fused_gate_name, pooled_squeeze, scale_by
 from .se import make_divisible
 
@@ -188,15 +188,15 @@ class CbamModule(nn.Module):
         return dict(act=act[0], act_param=act[1], gate=gate, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels)
+        ch, bn = self.channel, self.spatial.conv.bn
+        check_block_input(x, self.channels, ch.fc1.weight)
+        check_cbam_input(x, not isinstance(bn, nn.Identity), bn.training)
         args = self._fused_args()
         if args is None:
             return self.spatial(self.channel(x))
-        ch = self.channel
-        return TF.cbam(
-            x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias,
-            spatial_weight=self.spatial.conv.conv.weight, spatial_concat=self.spatial.concat,
-            light=self.channel.light, **args,
+        return cbam_ops.cbam(
+            x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias, None, self.spatial.conv.conv.weight,
+            spatial_concat=self.spatial.concat, light=self.channel.light, **args,
         )
 
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import functional as TF
+from ..ops import eca as eca_ops
 from ..activations import create_act_layer
 from ..reference import eca_kernel_size
-from ..validation import check_input
+from ..validation import check_block_input
 from .gating import fused_gate_name, pooled_squeeze, scale_by
 from .se import make_divisible
 
@@ -82,10 +82,10 @@ class EcaModule(_EcaBase):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels)
+        check_block_input(x, self.channels, self.conv.weight)
         gate = fused_gate_name(self.gate)
         if self.conv2 is None and gate is not None:
-            return TF.eca(x, self.conv.weight, self.conv.bias, circular=False, gate=gate)
+            return eca_ops.eca(x, self.conv.weight, self.conv.bias, False, gate)
         N, C = x.shape[:2]
         s = pooled_squeeze(x, "avg") if x.numel() > 0 else x.mean((2, 3), keepdim=True)
         y = self.conv(s.view(N, 1, C))
@@ -125,10 +125,10 @@ class CecaModule(_EcaBase):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.channels)
+        check_block_input(x, self.channels, self.conv.weight)
         gate = fused_gate_name(self.gate)
         if gate is not None:
-            return TF.eca(x, self.conv.weight, self.conv.bias, circular=True, gate=gate)
+            return eca_ops.eca(x, self.conv.weight, self.conv.bias, True, gate)
         N, C = x.shape[:2]
         s = pooled_squeeze(x, "avg") if x.numel() > 0 else x.mean((2, 3), keepdim=True)
         y = F.pad(s.view(N, 1, C), (self.padding, self.padding), mode="circular")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import unfused
+from ..ops import unfused
 from ..activations import GATE_CODES, fused_act_spec
 
 

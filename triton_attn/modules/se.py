@@ -6,9 +6,9 @@ from typing import Optional, Type, Union
 import torch
 from torch import nn
 
-from .. import functional as TF
+from ..ops import se as se_ops
 from ..activations import create_act_layer, fused_act_spec
-from ..validation import check_input
+from ..validation import check_block_input, check_pool_nonempty
 from .gating import fused_gate_name, pooled_squeeze, scale_by
 
 
@@ -59,13 +59,13 @@ class SEModule(nn.Module):
         return "avgmax" if self.add_maxpool else "avg"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.fc1.in_channels)
+        check_block_input(x, self.fc1.in_channels, self.fc1.weight)
+        check_pool_nonempty(x, self._pool(), "add_maxpool pool")
         act = fused_act_spec(self.act)
         gate = fused_gate_name(self.gate)
         if act is not None and gate is not None and isinstance(self.bn, nn.Identity):
-            return TF.se(
-                x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                pool=self._pool(), act=act[0], act_param=act[1], gate=gate,
+            return se_ops.se(
+                x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self._pool(), act[0], act[1], gate,
             )
         s = pooled_squeeze(x, self._pool()) if x.numel() > 0 else x.mean((2, 3), keepdim=True)
         s = self.fc2(self.act(self.bn(self.fc1(s))))
@@ -88,11 +88,12 @@ class EffectiveSEModule(nn.Module):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.fc.in_channels)
+        check_block_input(x, self.fc.in_channels, self.fc.weight)
         pool = "avgmax" if self.add_maxpool else "avg"
+        check_pool_nonempty(x, pool, "add_maxpool pool")
         gate = fused_gate_name(self.gate)
         if gate is not None:
-            return TF.se(x, self.fc.weight, self.fc.bias, None, None, pool=pool, gate=gate)
+            return se_ops.se(x, self.fc.weight, self.fc.bias, None, None, pool, "identity", 0.0, gate)
         s = pooled_squeeze(x, pool) if x.numel() > 0 else x.mean((2, 3), keepdim=True)
         g = self.gate(self.fc(s))
         return scale_by(x, g) if x.numel() > 0 else x * g

@@ -8,11 +8,11 @@ from __future__ import annotations
 import torch
 import triton
 
-from ._runtime import acc_dtype, new_buffer, use_triton
-from .kernels.cbam_gate_grad_backward import cbam_gate_grad_kernel
-from .kernels.cbam_stats_backward import cbam_stats_backward_kernel
-from .kernels.spatial_stats import spatial_stats_kernel
-from .launch_config import LaunchConfig, reduction_split, run_tuned, tile_config
+from ..runtime import launch, acc_dtype, new_buffer, use_triton
+from ..kernels.cbam_gate_grad_backward import cbam_gate_grad_kernel
+from ..kernels.cbam_stats_backward import cbam_stats_backward_kernel
+from ..kernels.spatial_stats import spatial_stats_kernel
+from .config import LaunchConfig, reduction_split, run_tuned, tile_config
 from .layout import chan_contiguous, nc_hw
 
 
@@ -48,11 +48,11 @@ def spatial_stats(x: torch.Tensor, ca: torch.Tensor):
 
     x, strides = nc_hw(x)
 
-    def launch(cfg):
+    def run(cfg):
         num_hw_blocks, split, c_per_split = _pixel_layout(C, HW, cfg)
         mean = new_buffer((split, N, HW), like=x, dtype=ca.dtype)
         amax = new_buffer((split, N, HW), like=x, dtype=ca.dtype)
-        spatial_stats_kernel[(N * num_hw_blocks, split)](
+        launch(spatial_stats_kernel, (N * num_hw_blocks, split),
             x, ca, mean, amax,
             C, HW, c_per_split, num_hw_blocks,
             *strides, N * HW,
@@ -61,7 +61,7 @@ def spatial_stats(x: torch.Tensor, ca: torch.Tensor):
         # Fixed-order combine of the split partials (deterministic).
         return (mean[0], amax[0]) if split == 1 else (mean.sum(0), amax.amax(0))
 
-    return run_tuned("spatial_stats", x, strides, "mean+max", _pixel_heuristic(N, C, HW, strides, x.device), launch)
+    return run_tuned("spatial_stats", x, strides, "mean+max", _pixel_heuristic(N, C, HW, strides, x.device), run)
 
 
 def cbam_gate_grad(dy, x, ca, sa, smax, amax):
@@ -85,13 +85,13 @@ def cbam_gate_grad(dy, x, ca, sa, smax, amax):
     x, x_strides = nc_hw(x)
     dy, dy_strides = nc_hw(dy)
 
-    def launch(cfg):
+    def run(cfg):
         num_hw_blocks, split, c_per_split = _pixel_layout(C, HW, cfg)
         dsa = new_buffer((split, N, HW), like=x, dtype=acc)
         cnt_sx = new_buffer((split, N, HW), like=x, dtype=acc)
         dca = new_buffer((num_hw_blocks, N, C), like=x, dtype=acc)
         cnt_max = new_buffer((num_hw_blocks, N, C), like=x, dtype=acc)
-        cbam_gate_grad_kernel[(N * num_hw_blocks, split)](
+        launch(cbam_gate_grad_kernel, (N * num_hw_blocks, split),
             dy, x, ca, sa, smax, amax, dsa, cnt_sx, dca, cnt_max,
             C, HW, c_per_split, num_hw_blocks,
             *x_strides, *dy_strides, N * HW, N * C,
@@ -100,7 +100,7 @@ def cbam_gate_grad(dy, x, ca, sa, smax, amax):
         return dsa.sum(0), cnt_sx.sum(0), dca.sum(0), cnt_max.sum(0)
 
     return run_tuned(
-        "cbam_gate_grad", x, x_strides, "dy+ties", _pixel_heuristic(N, C, HW, x_strides, x.device), launch,
+        "cbam_gate_grad", x, x_strides, "dy+ties", _pixel_heuristic(N, C, HW, x_strides, x.device), run,
         other_strides=(dy_strides,),
     )
 
@@ -121,10 +121,10 @@ def cbam_stats_grad(x, ca, smax, dmean_px, dmax_px):
 
     x, strides = nc_hw(x)
 
-    def launch(cfg):
+    def run(cfg):
         num_hw_blocks, split, c_per_split = _pixel_layout(C, HW, cfg)
         dca = new_buffer((num_hw_blocks, N, C), like=x, dtype=acc)
-        cbam_stats_backward_kernel[(N * num_hw_blocks, split)](
+        launch(cbam_stats_backward_kernel, (N * num_hw_blocks, split),
             x, ca, smax, dmean_px, dmax_px, dca,
             C, HW, c_per_split, num_hw_blocks,
             *strides, N * C,
@@ -132,4 +132,4 @@ def cbam_stats_grad(x, ca, smax, dmean_px, dmax_px):
         )
         return dca.sum(0)
 
-    return run_tuned("cbam_stats_grad", x, strides, "mean+max", _pixel_heuristic(N, C, HW, strides, x.device), launch)
+    return run_tuned("cbam_stats_grad", x, strides, "mean+max", _pixel_heuristic(N, C, HW, strides, x.device), run)

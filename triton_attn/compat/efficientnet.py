@@ -9,8 +9,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .activations import create_act_layer
-from .torchvision_compat import conv_se_forward
+from ..activations import create_act_layer
+from .torchvision import conv_se_forward
 
 
 class EfficientNetSqueezeExcite(nn.Module):

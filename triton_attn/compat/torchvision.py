@@ -12,26 +12,23 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import functional as TF
-from .activations import fused_act_spec
-from .modules.gating import fused_gate_name, pooled_squeeze, scale_by
-from .validation import check_input
+from ..ops import se as se_ops
+from ..activations import fused_act_spec
+from ..modules.gating import fused_gate_name, pooled_squeeze, scale_by
+from ..validation import check_block_input
 
 
 def conv_se_forward(x: torch.Tensor, reduce: nn.Conv2d, act: nn.Module, expand: nn.Conv2d, gate: nn.Module) -> torch.Tensor:
     """``x * gate(expand(act(reduce(mean_hw(x)))))``: the fused op when ``act``
     and ``gate`` are known functions, else Triton pooling + the layers
     themselves + Triton scale (same numbers, more passes)."""
-    check_input(x, reduce.in_channels)
+    check_block_input(x, reduce.in_channels, reduce.weight)
     act_spec = fused_act_spec(act)
     gate_name = fused_gate_name(gate)
     if x.numel() == 0:
         return x * gate(expand(act(reduce(x.mean((2, 3), keepdim=True)))))
     if act_spec is not None and gate_name is not None:
-        return TF.se(
-            x, reduce.weight, reduce.bias, expand.weight, expand.bias,
-            pool="avg", act=act_spec[0], act_param=act_spec[1], gate=gate_name,
-        )
+        return se_ops.se(x, reduce.weight, reduce.bias, expand.weight, expand.bias, "avg", act_spec[0], act_spec[1], gate_name)
     return scale_by(x, gate(expand(act(reduce(pooled_squeeze(x, "avg"))))))
 
 

@@ -17,10 +17,13 @@ import math
 import torch
 from torch import nn
 
-from . import functional as TF
-from .activations import fused_act_spec
-from .modules.gating import fused_gate_name, pooled_squeeze, scale_by
-from .validation import check_choice, check_input
+from .. import functional as TF
+from ..ops import cbam as cbam_ops
+from ..ops import eca as eca_ops
+from ..ops import se as se_ops
+from ..activations import fused_act_spec
+from ..modules.gating import fused_gate_name, pooled_squeeze, scale_by
+from ..validation import check_block_input, check_cbam_input, check_choice, check_input
 
 SEED_SPATIAL_KERNELS = (3, 5, 7)
 
@@ -81,12 +84,12 @@ class SEBlock(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
-        check_input(x, self.fc_layers[0].in_features)
+        check_block_input(x, self.fc_layers[0].in_features, self.fc_layers[0].weight)
         fused = _fused_mlp(self.fc_layers)
         gate = fused_gate_name(self.sigmoid)
         if fused is not None and gate is not None and x.numel() > 0:
             fc1, (act, act_param), fc2 = fused
-            return TF.se(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, pool=self.mode, act=act, act_param=act_param, gate=gate)
+            return se_ops.se(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.mode, act, act_param, gate)
         N, C = x.shape[:2]
         v = self.sigmoid(self.fc_layers(self.global_pooling(x).view(N, C)))
         return scale_by(x, v) if x.numel() > 0 else x * v.view(N, C, 1, 1)
@@ -102,10 +105,10 @@ class ECABlock(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
-        check_input(x)
+        check_block_input(x, None, self.conv.weight)
         gate = fused_gate_name(self.sigmoid)
         if gate is not None and x.numel() > 0 and is_seed_conv1d(self.conv):
-            return TF.eca(x, self.conv.weight, gate=gate)
+            return eca_ops.eca(x, self.conv.weight, None, False, gate)
         N, C = x.shape[:2]
         s = pooled_squeeze(x, "avg").view(N, C) if x.numel() > 0 else x.mean((2, 3))
         v = self.sigmoid(_conv_over_channels(self.conv, s))
@@ -218,7 +221,9 @@ class CBAMBlock(nn.Module):
         check_input(x)
         args = self._fused_args() if x.numel() > 0 else None
         if args is not None:
-            return TF.cbam(x, **args)
+            check_cbam_input(x, False, False)
+            return cbam_ops.cbam(x, args.pop("fc1_weight", None), args.pop("fc1_bias", None), args.pop("fc2_weight", None),
+                                 args.pop("fc2_bias", None), args.pop("channel_conv", None), args.pop("spatial_weight"), **args)
         return self.spatial_attention_block(self.channel_attention_block(x))
 
 

@@ -29,7 +29,13 @@ def device_name(device: torch.device) -> str:
 
 
 def num_sms(device: torch.device) -> int | None:
-    """Streaming multiprocessors to fill; None off CUDA (the interpreter)."""
+    """Streaming multiprocessors to fill: ``TRITON_ATTN_SM_COUNT`` when set
+    (on any device), the GPU's own count on CUDA, else None (no GPU to fill)."""
+    from ..runtime import sm_count_override
+
+    override = sm_count_override()
+    if override is not None:
+        return override
     if device.type != "cuda":
         return None
     return _cuda_sms(_index(device))

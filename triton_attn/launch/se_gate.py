@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from ._runtime import use_triton
-from .activations import GATE_CODES, HIDDEN_ACT_CODES, act_forward, gate_forward
-from .kernels.se_gate import se_gate_kernel
+from ..runtime import launch, use_triton
+from ..activations import GATE_CODES, HIDDEN_ACT_CODES, act_forward, gate_forward
+from ..kernels.se_gate import se_gate_kernel
 
 #: Above this batch the torch path wins: N programs each re-read both weight
 #: matrices, while cuBLAS's GEMMs read them about once for the whole batch.
@@ -75,7 +75,7 @@ def se_gate(pooled, pool, w1, b1, w2, b2, act, act_param, gate) -> torch.Tensor:
     g = torch.empty((N, C), device=pooled.device, dtype=pooled.dtype)
     block_rd = triton.next_power_of_2(rd)
     block_c = max(16, min(triton.next_power_of_2(C), _TILE_ELEMENTS // block_rd))
-    se_gate_kernel[(N,)](
+    launch(se_gate_kernel, (N,),
         pooled, w1m, b1v, w2m, b2v, g,
         C, rd, float(act_param),
         pooled.stride(0), pooled.stride(1),

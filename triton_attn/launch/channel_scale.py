@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 import triton
 
-from ._runtime import acc_dtype, use_triton
-from .activations import GATE_CODES, gate_forward
-from .kernels.channel_scale import channel_scale_kernel
-from .kernels.channel_scale_backward import channel_scale_backward_kernel
-from .launch_config import run_tuned, tile_heuristic
+from ..runtime import launch, acc_dtype, use_triton
+from ..activations import GATE_CODES, gate_forward
+from ..kernels.channel_scale import channel_scale_kernel
+from ..kernels.channel_scale_backward import channel_scale_backward_kernel
+from .config import run_tuned, tile_heuristic
 from .layout import empty_like_4d, nc_hw
 
 
@@ -77,12 +77,12 @@ def channel_scale(
     wv = conv_w.reshape(-1) if conv_w is not None else gv
     bv = conv_b.reshape(-1) if conv_b is not None else wv
 
-    def launch(cfg):
+    def run(cfg):
         # Tuning calls this once per candidate: each writes all of y, the
         # chosen config last, so sharing y between trials is harmless.
         num_c_blocks = triton.cdiv(C, cfg.block_c)
         num_hw_blocks = triton.cdiv(HW, cfg.block_hw)
-        channel_scale_kernel[(N * num_c_blocks * num_hw_blocks,)](
+        launch(channel_scale_kernel, (N * num_c_blocks * num_hw_blocks,),
             x, y, gv, sv, wv, bv,
             C, HW, num_c_blocks, num_hw_blocks,
             *x_strides, *y_strides,
@@ -95,7 +95,7 @@ def channel_scale(
 
     variant = "conv" if conv_w is not None else "gate"
     heuristic = tile_heuristic(C, HW, x_strides)
-    return run_tuned("channel_scale", x, x_strides, variant, heuristic, launch)
+    return run_tuned("channel_scale", x, x_strides, variant, heuristic, run)
 
 
 def channel_scale_backward(
@@ -132,11 +132,11 @@ def channel_scale_backward(
     some = next(t for t in (dmean, g, dmax) if t is not None)
     has_dy = g is not None and dy is not None
 
-    def launch(cfg):
+    def run(cfg):
         # Each tuning trial writes all of dx (nothing accumulates into it).
         num_c_blocks = triton.cdiv(C, cfg.block_c)
         num_hw_blocks = triton.cdiv(HW, cfg.block_hw)
-        channel_scale_backward_kernel[(N * num_c_blocks * num_hw_blocks,)](
+        launch(channel_scale_backward_kernel, (N * num_c_blocks * num_hw_blocks,),
             dy, x, dx,
             g if g is not None else some,
             dmean if dmean is not None else some,
@@ -152,6 +152,6 @@ def channel_scale_backward(
     variant = "+".join(n for n, on in (("dy", has_dy), ("mean", dmean is not None), ("max", dmax is not None)) if on)
     heuristic = tile_heuristic(C, HW, x_strides)
     return run_tuned(
-        "channel_scale_backward", x, x_strides, variant, heuristic, launch,
+        "channel_scale_backward", x, x_strides, variant, heuristic, run,
         other_strides=(dy_strides if has_dy else None,),
     )

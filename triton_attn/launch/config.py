@@ -15,11 +15,11 @@ from typing import Callable, TypeVar
 import torch
 import triton
 
-from .autotune import table, tuner
-from .autotune.config import LaunchConfig
-from .autotune.device import num_sms
-from .autotune.key import layouts_name, tune_key
-from .autotune.spaces import Problem
+from ..tuning import table, tuner
+from ..tuning.config import LaunchConfig
+from ..tuning.device import num_sms
+from ..tuning.key import layouts_name, tune_key
+from ..tuning.spaces import Problem
 from . import layout
 
 T = TypeVar("T")
@@ -70,9 +70,10 @@ def reduction_split(programs: int, HW: int, block_hw: int, device: torch.device)
     in a fixed order on the host, so the split costs no determinism."""
     if "split" in _overrides:
         return max(1, min(_overrides["split"], triton.cdiv(HW, block_hw)))
-    if device.type != "cuda":
+    sms = num_sms(device)
+    if sms is None:
         return 1
-    target = 4 * num_sms(device)
+    target = 4 * sms
     if programs >= target:
         return 1
     return max(1, min(triton.cdiv(HW, block_hw), triton.cdiv(target, programs)))

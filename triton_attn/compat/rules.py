@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from . import seed_compat
-from .seed_compat import SEED_SPATIAL_KERNELS, is_seed_conv1d, is_seed_spatial_conv
+from . import seed as seed_compat
+from .seed import SEED_SPATIAL_KERNELS, is_seed_conv1d, is_seed_spatial_conv
 
 
 @dataclass(frozen=True)

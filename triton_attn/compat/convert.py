@@ -8,7 +8,7 @@ Blocks are recognised by defining module and class name, never by
 seed article's classes (which live in users' own files) are matched by name
 plus structure. A swap is kept only when the new block's state_dict holds
 exactly the old block's tensors, key for key. The recognition rules live in
-``convert_rules.py``."""
+``rules.py``."""
 from __future__ import annotations
 
 import copy
@@ -18,8 +18,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .activations import GATE_CODES, fused_act_spec
-from .convert_rules import ATTENTION_LIKE, Rule, fused_class, qualname, rule_for
+from ..activations import GATE_CODES, fused_act_spec
+from .rules import ATTENTION_LIKE, Rule, fused_class, qualname, rule_for
 
 
 @dataclass

@@ -32,14 +32,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._runtime import acc_dtype, autocast_off
-from .activations import act_backward, gate_backward, gate_forward
-from .cbam_scale import cbam_scale, cbam_scale_backward
-from .channel_pool import channel_pool, max_grad_per_element
-from .channel_scale import conv_across_channels, shift_channels
-from .layout import empty_like_4d
+from ..runtime import acc_dtype, autocast_off
+from ..activations import act_backward, gate_backward, gate_forward
+from ..launch.cbam_scale import cbam_scale, cbam_scale_backward
+from ..launch.channel_pool import channel_pool, max_grad_per_element
+from ..launch.channel_scale import conv_across_channels, shift_channels
+from ..launch.layout import empty_like_4d
 from .se import mlp_forward
-from .spatial_stats import cbam_gate_grad, cbam_stats_grad, spatial_stats
+from ..launch.spatial_stats import cbam_gate_grad, cbam_stats_grad, spatial_stats
 
 SPATIAL_CONCATS = ("mean_max", "max_mean")
 
@@ -234,3 +234,25 @@ def _cbam_backward(ctx, dy, _dpooled, _dmaps):
 
 
 cbam_fwd.register_autograd(_cbam_backward, setup_context=_cbam_setup_context)
+
+
+def cbam(
+    x, w1, b1, w2, b2, channel_conv, spatial_weight, *, spatial_concat="mean_max", light=False, spatial_bn=False,
+    bn_weight=None, bn_bias=None, bn_running_mean=None, bn_running_var=None, bn_training=False, bn_momentum=0.1,
+    bn_eps=1e-5, act="relu", act_param=0.0, gate="sigmoid",
+) -> torch.Tensor:
+    """The CBAM block on validated arguments (``functional.cbam`` and the
+    modules validate, once), with ``F.batch_norm``'s running-statistics update
+    of the spatial BatchNorm in training."""
+    N, _, H, W = x.shape
+    y, _, smaps = cbam_fwd(
+        x, w1, b1, w2, b2, channel_conv, spatial_weight,
+        bn_weight, bn_bias, bn_running_mean, bn_running_var, spatial_bn, bn_training, bn_eps,
+        spatial_concat, act, act_param, gate, light,
+    )
+    if spatial_bn and bn_training and bn_running_mean is not None:
+        # PyTorch's own running-statistics update, on the small conv output
+        # the op returns (its normalised result is discarded).
+        z = smaps[2].reshape(N, 1, H, W).to(bn_running_mean.dtype)
+        F.batch_norm(z, bn_running_mean, bn_running_var, None, None, True, bn_momentum, bn_eps)
+    return y

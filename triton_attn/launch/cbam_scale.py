@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import triton
 
-from ._runtime import acc_dtype, use_triton
-from .kernels.cbam_scale import cbam_scale_kernel
-from .kernels.cbam_scale_backward import cbam_scale_backward_kernel
-from .launch_config import run_tuned, tile_heuristic
+from ..runtime import launch, acc_dtype, use_triton
+from ..kernels.cbam_scale import cbam_scale_kernel
+from ..kernels.cbam_scale_backward import cbam_scale_backward_kernel
+from .config import run_tuned, tile_heuristic
 from .layout import empty_like_4d, nc_hw
 
 
@@ -33,9 +33,9 @@ def cbam_scale(x: torch.Tensor, ca: torch.Tensor, sa: torch.Tensor) -> torch.Ten
     y_view, y_strides = nc_hw(y)
     assert y_view.data_ptr() == y.data_ptr()
 
-    def launch(cfg):  # each tuning trial writes all of y
+    def run(cfg):  # each tuning trial writes all of y
         num_c_blocks, num_hw_blocks, grid = _grid(N, C, HW, cfg)
-        cbam_scale_kernel[grid](
+        launch(cbam_scale_kernel, grid,
             x, y, ca, sa,
             C, HW, num_c_blocks, num_hw_blocks,
             *x_strides, *y_strides,
@@ -44,7 +44,7 @@ def cbam_scale(x: torch.Tensor, ca: torch.Tensor, sa: torch.Tensor) -> torch.Ten
         return y
 
     heuristic = tile_heuristic(C, HW, x_strides)
-    return run_tuned("cbam_scale", x, x_strides, "fwd", heuristic, launch)
+    return run_tuned("cbam_scale", x, x_strides, "fwd", heuristic, run)
 
 
 def cbam_scale_backward(dy, x, ca, amax, dmean_ch, dmax_ch, sa, smax, dmean_px, dmax_px) -> torch.Tensor:
@@ -70,9 +70,9 @@ def cbam_scale_backward(dy, x, ca, amax, dmean_ch, dmax_ch, sa, smax, dmean_px, 
     dy, dy_strides = nc_hw(dy)
     _, dx_strides = nc_hw(dx)
 
-    def launch(cfg):  # each tuning trial writes all of dx
+    def run(cfg):  # each tuning trial writes all of dx
         num_c_blocks, num_hw_blocks, grid = _grid(N, C, HW, cfg)
-        cbam_scale_backward_kernel[grid](
+        launch(cbam_scale_backward_kernel, grid,
             dy, x, dx, ca, amax, dmean_ch, dmax_ch, sa, smax, dmean_px, dmax_px,
             C, HW, num_c_blocks, num_hw_blocks,
             *dy_strides, *x_strides, *dx_strides,
@@ -81,4 +81,4 @@ def cbam_scale_backward(dy, x, ca, amax, dmean_ch, dmax_ch, sa, smax, dmean_px, 
         return dx
 
     heuristic = tile_heuristic(C, HW, x_strides)
-    return run_tuned("cbam_scale_backward", x, x_strides, "all", heuristic, launch, other_strides=(dy_strides,))
+    return run_tuned("cbam_scale_backward", x, x_strides, "all", heuristic, run, other_strides=(dy_strides,))

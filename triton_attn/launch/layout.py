@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import new_like_4d
+from ..runtime import new_like_4d
 
 
 def hw_mergeable(t: torch.Tensor) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import acc_dtype
-from .channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
-from .channel_scale import channel_scale, channel_scale_backward
-from .layout import empty_like_4d
+from ..runtime import acc_dtype
+from ..launch.channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
+from ..launch.channel_scale import channel_scale, channel_scale_backward
+from ..launch.layout import empty_like_4d
 
 
 @torch.library.custom_op("triton_attn::pool_hw", mutates_args=())

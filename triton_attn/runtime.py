@@ -1,6 +1,9 @@
 """Where a tensor's math runs: Triton on CUDA, Triton's interpreter on CPU when
 ``TRITON_INTERPRET=1`` was set before the kernels were imported, otherwise a
-pure-PyTorch path with the same arithmetic. Never a silent device copy."""
+pure-PyTorch path with the same arithmetic. Never a silent device copy.
+
+Every kernel launch goes through ``launch``, so that instruments (the host
+benchmark's ``stubbed_launches``) see each one."""
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +30,8 @@ INTERPRETED: bool = (
 
 _force_torch = False
 _poison = False
+#: Launches recorded while ``stubbed_launches`` is active, else None.
+_stub: list | None = None
 
 
 @contextlib.contextmanager
@@ -71,8 +76,50 @@ def use_triton(t: torch.Tensor) -> bool:
     if t.device.type == "cuda":
         return not INTERPRETED
     if t.device.type == "cpu":
-        return INTERPRETED
+        return INTERPRETED or _stub is not None
     return False
+
+
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """``kernel[grid](*args, **kwargs)``; under ``stubbed_launches`` only
+    recorded (kernel name, grid, constexpr/launch keywords)."""
+    if _stub is not None:
+        _stub.append((getattr(getattr(kernel, "fn", kernel), "__name__", str(kernel)), tuple(grid), kwargs))
+        return
+    kernel[grid](*args, **kwargs)
+
+
+@contextlib.contextmanager
+def stubbed_launches():
+    """Drive the CUDA code path on CPU tensors with every Triton launch
+    replaced by a record ``(kernel name, grid, keywords)`` in the yielded
+    list: the host benchmark (``python -m perf host``) times everything a
+    call does except the kernels. Outputs are left unwritten (garbage), so
+    use it for timing and counting only. Not with the interpreter (which
+    runs the kernels for real) or on CUDA tensors (which launch for real)."""
+    global _stub
+    previous, _stub = _stub, []
+    try:
+        yield _stub
+    finally:
+        _stub = previous
+
+
+def sm_count_override() -> int | None:
+    """``TRITON_ATTN_SM_COUNT``: plan launches (the split of the reductions)
+    for a GPU with this many SMs, on any device. Lets the interpreter and the
+    traffic accounting see the grids a real GPU would get; unset, CPU tensors
+    plan for no GPU (no split) and CUDA tensors for their own device."""
+    value = os.environ.get("TRITON_ATTN_SM_COUNT")
+    if not value:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"TRITON_ATTN_SM_COUNT must be a positive integer, got {value!r}") from None
+    if count < 1:
+        raise ValueError(f"TRITON_ATTN_SM_COUNT must be a positive integer, got {value!r}")
+    return count
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -3,7 +3,7 @@ device code (a changed kernel must not reuse configs tuned for the old one).
 
 To make another kernel tunable: add a ``register(name, kernel, space)``
 line below (or call it from the module that launches the kernel), then
-launch through ``launch_config.run_tuned(name, ...)``.
+launch through ``triton_attn.launch.config.run_tuned(name, ...)``.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ register("channel_pool", channel_pool_kernel, REDUCTION)
 register("channel_gate_grad", channel_gate_grad_kernel, REDUCTION)
 register("channel_scale", channel_scale_kernel, TILE)
 register("channel_scale_backward", channel_scale_backward_kernel, TILE)
-# CBAM (triton_attn/spatial_stats.py, triton_attn/cbam_scale.py): its
+# CBAM (triton_attn/launch/spatial_stats.py, launch/cbam_scale.py): its
 # per-pixel reductions loop over C, so their split runs along C.
 register("spatial_stats", spatial_stats_kernel, CHANNEL_REDUCTION)
 register("cbam_gate_grad", cbam_gate_grad_kernel, CHANNEL_REDUCTION)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import triton
 
-from ._runtime import acc_dtype, new_buffer, use_triton
-from .kernels.channel_gate_grad import channel_gate_grad_kernel
-from .kernels.channel_pool import channel_pool_kernel
-from .launch_config import reduction_config, run_tuned
+from ..runtime import launch, acc_dtype, new_buffer, use_triton
+from ..kernels.channel_gate_grad import channel_gate_grad_kernel
+from ..kernels.channel_pool import channel_pool_kernel
+from .config import reduction_config, run_tuned
 from .layout import chan_contiguous, nc_hw
 
 
@@ -36,11 +36,11 @@ def channel_pool(x: torch.Tensor, want_mean: bool, want_max: bool):
 
     x, strides = nc_hw(x)
 
-    def launch(cfg):
+    def run(cfg):
         num_c_blocks, split, hw_per_split = _split_layout(C, HW, cfg)
         mean = new_buffer((split, N, C), like=x, dtype=acc) if want_mean else None
         amax = new_buffer((split, N, C), like=x, dtype=acc) if want_max else None
-        channel_pool_kernel[(N * num_c_blocks, split)](
+        launch(channel_pool_kernel, (N * num_c_blocks, split),
             x, mean if want_mean else amax, amax if want_max else mean,
             C, HW, hw_per_split, num_c_blocks,
             *strides, N * C,
@@ -56,7 +56,7 @@ def channel_pool(x: torch.Tensor, want_mean: bool, want_max: bool):
         return mean, amax
 
     variant = "+".join(name for name, on in (("mean", want_mean), ("max", want_max)) if on)
-    return run_tuned("channel_pool", x, strides, variant, _heuristic(N, C, HW, strides, x.device), launch)
+    return run_tuned("channel_pool", x, strides, variant, _heuristic(N, C, HW, strides, x.device), run)
 
 
 def max_grad_per_element(dmax: torch.Tensor, cnt: torch.Tensor) -> torch.Tensor:
@@ -85,12 +85,12 @@ def channel_gate_grad(dy: torch.Tensor | None, x: torch.Tensor, amax: torch.Tens
     else:
         dy, dy_strides = x, x_strides
 
-    def launch(cfg):
+    def run(cfg):
         num_c_blocks, split, hw_per_split = _split_layout(C, HW, cfg)
         dg = new_buffer((split, N, C), like=x, dtype=acc) if want_dg else None
         cnt = new_buffer((split, N, C), like=x, dtype=acc) if want_cnt else None
         some = dg if want_dg else cnt
-        channel_gate_grad_kernel[(N * num_c_blocks, split)](
+        launch(channel_gate_grad_kernel, (N * num_c_blocks, split),
             dy, x, amax if want_cnt else some, some, cnt if want_cnt else some,
             C, HW, hw_per_split, num_c_blocks,
             *x_strides, *dy_strides, N * C,
@@ -105,6 +105,6 @@ def channel_gate_grad(dy: torch.Tensor | None, x: torch.Tensor, amax: torch.Tens
 
     variant = "+".join(name for name, on in (("dy", want_dg), ("ties", want_cnt)) if on)
     return run_tuned(
-        "channel_gate_grad", x, x_strides, variant, _heuristic(N, C, HW, x_strides, x.device), launch,
+        "channel_gate_grad", x, x_strides, variant, _heuristic(N, C, HW, x_strides, x.device), run,
         other_strides=(dy_strides,),
     )

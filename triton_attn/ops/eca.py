@@ -12,11 +12,11 @@ from typing import Optional
 
 import torch
 
-from ._runtime import autocast_off
-from .activations import gate_backward, gate_forward
-from .channel_pool import channel_gate_grad, channel_pool
-from .channel_scale import channel_scale, channel_scale_backward, conv_across_channels, shift_channels
-from .layout import empty_like_4d
+from ..runtime import autocast_off
+from ..activations import gate_backward, gate_forward
+from ..launch.channel_pool import channel_gate_grad, channel_pool
+from ..launch.channel_scale import channel_scale, channel_scale_backward, conv_across_channels, shift_channels
+from ..launch.layout import empty_like_4d
 
 
 @torch.library.custom_op("triton_attn::eca_fwd", mutates_args=())
@@ -85,3 +85,10 @@ def _eca_backward(ctx, dy, _dmean):
 
 
 eca_fwd.register_autograd(_eca_backward, setup_context=_eca_setup_context)
+
+
+def eca(x, w, b, circular: bool, gate: str) -> torch.Tensor:
+    """The ECA block on validated arguments (``functional.eca`` and the
+    modules validate, once)."""
+    y, _ = eca_fwd(x, w, b, circular, gate)
+    return y

@@ -1,6 +1,6 @@
 """Fused squeeze-and-excitation: ``triton_attn::se_fwd`` / ``se_bwd``.
 
-Forward: pool (pass 1: read x) -> MLP on [N, C] (se_gate.py) -> scale
+Forward: pool (pass 1: read x) -> MLP on [N, C] (launch/se_gate.py) -> scale
 (pass 2: read x, pass 3: write y). Backward: sum(dy * x) (passes 1-2: read dy
 and x) -> closed-form MLP backward on [N, C] -> dx = dy * g + pooled-gradient
 broadcast (pass 3: read dy, pass 4: write dx; pass 5 reads x again only for
@@ -12,14 +12,14 @@ from typing import Optional
 
 import torch
 
-from ._runtime import autocast_off
-from .activations import act_backward, gate_backward, gate_forward
-from .channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
-from .channel_scale import channel_scale, channel_scale_backward
-from .layout import empty_like_4d
-from .se_gate import as_matrix as _mat
-from .se_gate import mlp_forward, se_gate
-from .se_gate import squeeze_pooled as _squeeze
+from ..runtime import autocast_off
+from ..activations import act_backward, gate_backward, gate_forward
+from ..launch.channel_pool import channel_gate_grad, channel_pool, max_grad_per_element
+from ..launch.channel_scale import channel_scale, channel_scale_backward
+from ..launch.layout import empty_like_4d
+from ..launch.se_gate import as_matrix as _mat
+from ..launch.se_gate import mlp_forward, se_gate
+from ..launch.se_gate import squeeze_pooled as _squeeze
 
 POOL_MODES = ("avg", "max", "avgmax")
 
@@ -150,3 +150,10 @@ def _se_backward(ctx, dy, _dpooled):
 
 
 se_fwd.register_autograd(_se_backward, setup_context=_se_setup_context)
+
+
+def se(x, w1, b1, w2, b2, pool: str, act: str, act_param: float, gate: str) -> torch.Tensor:
+    """The SE block on validated arguments (``functional.se`` and the modules
+    validate, once): y = x * gate(fc2(act(fc1(pool(x)))))."""
+    y, _ = se_fwd(x, w1, b1, w2, b2, pool, act, act_param, gate)
+    return y
