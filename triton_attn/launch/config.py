@@ -42,6 +42,37 @@ def override(**kw):
         _overrides.update(previous)
 
 
+#: Orders in which the second pass over x (the scale pass forward, the dx
+#: pass backward) can visit its tiles. "reverse" re-reads first what the
+#: first pass (the pooling, the gradient sums) touched last, which may still
+#: sit in L2; "forward" is the natural order.
+TILE_ORDERS = ("forward", "reverse")
+_tile_order: str | None = None
+
+
+@contextlib.contextmanager
+def tile_order(order: str | None):
+    """Force the second pass's tile order (``"forward"``/``"reverse"``), or
+    ``None`` for the heuristic (``second_pass_reversed``): the GPU command's
+    L2 experiment times both."""
+    global _tile_order
+    if order is not None and order not in TILE_ORDERS:
+        raise ValueError(f"tile order must be one of {TILE_ORDERS} or None, got {order!r}")
+    previous, _tile_order = _tile_order, order
+    try:
+        yield
+    finally:
+        _tile_order = previous
+
+
+def second_pass_reversed(x_bytes: int) -> bool:
+    """Whether the second pass walks its tiles backwards. Heuristic until a
+    GPU has measured both orders (``python -m perf gpu``, step 3): forward."""
+    if _tile_order is not None:
+        return _tile_order == "reverse"
+    return False
+
+
 # Elements per program tile. 4096 fp32 accumulators over 4 warps is 32 per
 # thread: enough bytes in flight per SM for a streaming kernel, few enough
 # registers to keep several programs resident.
