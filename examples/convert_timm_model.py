@@ -37,14 +37,19 @@ def rel_err(a, b) -> float:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="seresnet18", help="a timm model name")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog="examples:\n" + __doc__.split("\n\n", 1)[1].rstrip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="seresnet18", help="a timm model name (default seresnet18)")
     p.add_argument("--attn", default=None, help="timm ResNet attn_layer to build it with (se, eca, cbam, ...)")
-    p.add_argument("--size", type=int, default=32, help="input height and width")
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--size", type=int, default=32, help="input height and width (default 32)")
+    p.add_argument("--batch", type=int, default=2, help="batch size")
     args = p.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() and not triton_attn.INTERPRETED else "cpu"
+    print(f"device {device}: the fused blocks run {triton_attn.runtime.where_it_runs(device)}")
     kwargs = dict(pretrained=False, num_classes=10)
     if args.attn:
         kwargs["block_args"] = dict(attn_layer=args.attn)

@@ -7,8 +7,9 @@ gradients need from dy, computed per strip of pixels while looping over C:
     cnt_max[n, c] += #{hw : x == amax_hw(x)}            (channel max ties)
 
 torch.amax splits its gradient evenly between tied maxima, hence the counts.
-The [N, C] sums are written per pixel strip and summed on the host in a fixed
-order (deterministic, no atomics).
+The [N, H*W] sums are written per C split (folded by the spatial branch's
+backward), the [N, C] sums per pixel strip (folded by the channel gate's
+backward), each in a fixed order (deterministic, no atomics).
 """
 import triton
 import triton.language as tl
@@ -65,8 +66,8 @@ def cbam_gate_grad_kernel(
     sx = tl.load(smax_ptr + n64 * HW + hw, mask=hw_mask, other=0.0)
     chan_row = hwb.to(tl.int64) * chan_block_stride + n64 * C
 
-    dsa = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
-    cnt_sx = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    dsa = tl.zeros([BLOCK_HW], dtype=ACC)
+    cnt_sx = tl.zeros([BLOCK_HW], dtype=ACC)
     for c0 in range(c_start, c_stop, BLOCK_C):
         c, c_mask, mask = channel_slab(c0, c_stop, hw_mask, BLOCK_C)
         c64 = c.to(tl.int64)[:, None]
@@ -76,11 +77,11 @@ def cbam_gate_grad_kernel(
         m = tl.load(amax_ptr + n64 * C + c, mask=c_mask, other=0.0)
         x1 = x * g[:, None]
         dyx = dy * x
-        dsa += dyx * g[:, None]
-        cnt_sx += tl.where(mask & (x1 == sx[None, :]), 1.0, 0.0)
+        dsa += tl.sum(dyx * g[:, None], axis=0)
+        cnt_sx += tl.sum(tl.where(mask & (x1 == sx[None, :]), 1.0, 0.0), axis=0)
         tl.store(dca_ptr + chan_row + c, tl.sum(dyx * s[None, :], axis=1), mask=c_mask)
         tl.store(cnt_max_ptr + chan_row + c, tl.sum(tl.where(mask & (x == m[:, None]), 1.0, 0.0), axis=1), mask=c_mask)
 
     out_off = split.to(tl.int64) * pix_split_stride + n64 * HW + hw
-    tl.store(dsa_ptr + out_off, tl.sum(dsa, axis=0), mask=hw_mask)
-    tl.store(cnt_sx_ptr + out_off, tl.sum(cnt_sx, axis=0), mask=hw_mask)
+    tl.store(dsa_ptr + out_off, dsa, mask=hw_mask)
+    tl.store(cnt_sx_ptr + out_off, cnt_sx, mask=hw_mask)

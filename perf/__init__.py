@@ -3,8 +3,15 @@ torch.compile and a plain copy (the bandwidth floor).
 
 ``python -m perf`` measures and redraws; ``measure.py`` times, ``store.py``
 keeps one long-format CSV per device, ``summary.py`` turns it into speedups,
-``plot.py`` and ``readme_table.py`` render it. Plotting never measures."""
+``plot.py`` and ``readme_table.py`` render it. Plotting never measures.
+Without a GPU, ``traffic/`` counts launches and bytes per call with the
+instruments of ``accounting/`` (``python -m perf traffic``), and ``host/``
+times the host side of a call with the launches stubbed (``python -m perf host``)."""
 from pathlib import Path
+
+from . import checkout as _checkout
+
+_checkout.ensure_importable()  # triton_attn from a bare checkout (PYTHONPATH=.), no install
 
 PERF_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PERF_DIR.parent

@@ -5,17 +5,21 @@ measure        measure only
 plot           redraw the charts (and the README section) from the CSVs, on any machine
 readme         regenerate the README's results section only
 targets        recompute the project's targets from the GPU CSVs: met / missed
+gpu            the whole GPU check in one time-boxed command (python -m perf gpu --help)
+traffic        device-independent counts: launches and bytes per block, mode, provider
+               (results/traffic.csv, charts/traffic/; python -m perf traffic --help)
+host           host µs per call with the GPU launches stubbed (results/host.csv; --help)
 
-Without a GPU, `run` says so, times the CPU paths on tiny shapes with a wall
-clock (results/cpu.csv, never charted) and redraws the charts from the GPU
-results already there."""
+Without a GPU, `run` counts instead of timing: the default cases of `traffic`
+(a few minutes), its charts and the README's traffic section, then redraws
+the charts from the GPU results already there. `measure --cpu` still times
+the CPU paths with a wall clock (results/cpu.csv, never charted)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from . import BLOCKS, DTYPES, LAYOUTS, MODES, PERF_DIR, PROVIDERS, README
@@ -91,14 +95,26 @@ def measure(args) -> bool:
     finally:
         torch.set_num_threads(threads)
     if not gpu and rows:
+        import pandas as pd
+
         df = pd.DataFrame(rows)
+        print("perf: median wall-clock time per call, in ms (CPU paths, one thread; lower is better):")
         print(df.pivot_table(index=["block", "mode", "dtype", "layout", "N", "C", "H", "W"], columns="provider", values="ms").round(3).to_string())
     for failure in plan.failures:
         print(f"perf: FAILED {failure}")
     return not plan.failures
 
 
-def plot(args) -> None:
+def traffic(args) -> bool:
+    """The CPU main job: the traffic accounting's default cases, charts and README section."""
+    from .traffic.cli import main as traffic_main
+
+    print("perf: no GPU present: counting launches and bytes instead (device-independent counts, not speed)")
+    argv = ["--blocks", ",".join(args.blocks), "--out-dir", str(args.out_dir), "--readme", str(args.readme)]
+    return traffic_main(argv + (["--no-readme"] if args.no_readme else [])) == 0
+
+
+def plot(args, with_traffic: bool = True) -> None:
     from .plot import plot_all
 
     written = plot_all(args.out_dir / "results", args.out_dir / "charts")
@@ -106,6 +122,10 @@ def plot(args) -> None:
         print(f"perf: {len(written)} charts in {args.out_dir / 'charts'}")
     else:
         print(f"perf: no GPU results in {args.out_dir / 'results'}: no charts to draw")
+    if with_traffic:  # the counts' charts and section, from the committed CSV (counts nothing)
+        from .traffic.cli import render
+
+        render(args.out_dir, None if args.no_readme else args.readme, quiet=True)
     readme(args)
 
 
@@ -135,12 +155,28 @@ def targets(args) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gpu"]:  # its own options; imports no pandas (the GPU image may lack it)
+        from .gpu.cli import main as gpu_main
+
+        return gpu_main(argv[1:], allow_reexec=__name__ == "__main__")
+    if argv[:1] == ["traffic"]:  # its own options
+        from .traffic.cli import main as traffic_main
+
+        return traffic_main(argv[1:])
+    if argv[:1] == ["host"]:
+        from .host.cli import main as host_main
+
+        return host_main(argv[1:])
     args = parse_args(argv)
     ok = True
-    if args.command in ("run", "measure"):
+    counting = args.command == "run" and not args.cpu and not torch.cuda.is_available()
+    if counting:
+        ok = traffic(args)
+    elif args.command in ("run", "measure"):
         ok = measure(args)
     if args.command in ("run", "plot"):
-        plot(args)
+        plot(args, with_traffic=not counting)
     if args.command == "readme":
         readme(args)
     if args.command in ("run", "targets"):

@@ -8,16 +8,18 @@ import gc
 import itertools
 import math
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 import torch._functorch.config
 import triton
-from tqdm.auto import tqdm
 
 import triton_attn
+from triton_attn.tuning.tuner import bar_safe_output, progress
 
 from . import KEY, REPO_ROOT
 from .providers import bench_fn, build, make_reference, unavailable_reason
@@ -47,6 +49,12 @@ class Plan:
     rep_ms: int = 50
     resume: bool = False
     failures: list[str] = field(default_factory=list)
+    #: time.monotonic() after which no new case starts (``python -m perf gpu``'s
+    #: time box); the cases not reached are listed in ``skipped``.
+    deadline: Optional[float] = None
+    #: replaces timer_for(device.type) (the GPU command's dry run: fewer samples)
+    timer: Optional[Callable] = None
+    skipped: list[str] = field(default_factory=list)
 
 
 def device_label(device: torch.device) -> str:
@@ -137,14 +145,22 @@ def run(plan: Plan, results_dir: Path) -> tuple[Path, list[dict]]:
             print(f"perf: skipping {block}: {reason}")
     plan.blocks = [b for b in plan.blocks if not unavailable_reason(b)]
     work = _work(plan, _done_keys(path, env["commit"]) if plan.resume else set())
-    timer = timer_for(device.type)
+    timer = plan.timer or timer_for(device.type)
     total = sum(len(items) for *_, items in work)
     print(f"perf: {total} measurements on {env['device']} -> {path}")
     measured = []
     # AOTAutograd donates saved buffers to the backward by default, which
     # forbids retain_graph=True: the "bwd" mode replays each graph many times.
-    with torch._functorch.config.patch(donated_buffer=False), tqdm(total=total, unit="run", dynamic_ncols=True) as bar:
+    # The bar draws only on a terminal (a log file gets no escape codes) and
+    # leaves no second copy of itself; warnings print above it (bar_safe_output).
+    with torch._functorch.config.patch(donated_buffer=False), bar_safe_output(), progress(
+        total=total, unit="run", disable=None
+    ) as bar:
         for block, shape, dtype_name, layout, items in work:
+            if plan.deadline is not None and time.monotonic() >= plan.deadline:
+                plan.skipped.append(f"{block} {shape.label} {dtype_name} {layout}: {len(items)} measurements")
+                bar.update(len(items))
+                continue
             bar.set_description(f"{block} {shape.label} {dtype_name} {layout}")
             rows = _measure_case(plan, env, timer, block, shape, dtype_name, layout, items, bar)
             update_csv(path, rows)

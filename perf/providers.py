@@ -25,20 +25,53 @@ except ImportError:  # CBAM lands separately; its rows are skipped until then
 
 CBAM_SPATIAL_KERNEL = 7
 
+#: Fused attention tails (issue 14): ``act(attn(bn(z)) + shortcut)``, timed as
+#: one module call on one input buffer (the shortcut is z's own buffer, so a
+#: call reads one tensor and writes one). The perf.gpu harness asks for these.
+TAIL_BLOCKS = ("se_tail", "eca_tail")
+
+
+class EagerTail(nn.Module):
+    """timm's block tail, eager: ``relu(attn(bn(z)) + shortcut)`` with
+    nn.BatchNorm2d and the eager attention module (keys ``bn.*``, ``attn.*``,
+    as ``triton_attn.modules.tail.AttentionTail``)."""
+
+    def __init__(self, channels: int, attn: nn.Module):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.attn = attn
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, z, shortcut=None):
+        x = self.attn(self.bn(z))
+        x += z if shortcut is None else shortcut
+        return self.act(x)
+
 
 def rd_channels(block: str, channels: int) -> int:
     """timm's default hidden width: SEModule C/16 rounded to 8, CbamModule C/16."""
-    return make_divisible(channels / 16, 8 if block == "se" else 1, round_limit=0.0)
+    return make_divisible(channels / 16, 8 if block in ("se", "se_tail") else 1, round_limit=0.0)
 
 
 def unavailable_reason(block: str) -> str | None:
     """Why a block cannot be benchmarked in this checkout (None when it can)."""
+    if block in TAIL_BLOCKS and not hasattr(triton_attn, "AttentionTail"):
+        return "triton_attn.AttentionTail is missing"
     if block == "cbam":
         if EagerCbamModule is None:
             return "triton_attn.reference.EagerCbamModule is missing"
         if not hasattr(triton_attn, "CbamModule"):
             return "triton_attn.CbamModule is missing"
     return None
+
+
+if hasattr(triton_attn, "AttentionTail"):
+    class _OursTail(triton_attn.AttentionTail):
+        """The fused tail on one input buffer, as ``EagerTail``: no shortcut
+        given = z's own buffer."""
+
+        def forward(self, z, shortcut=None):
+            return super().forward(z, z if shortcut is None else shortcut)
 
 
 def make_reference(block: str, channels: int) -> nn.Module:
@@ -51,6 +84,12 @@ def make_reference(block: str, channels: int) -> nn.Module:
         return EagerEcaModule(channels)
     if block == "cbam":
         return EagerCbamModule(channels, rd, spatial_kernel_size=CBAM_SPATIAL_KERNEL)
+    if block in TAIL_BLOCKS:
+        tail = EagerTail(channels, EagerSEModule(channels, rd) if block == "se_tail" else EagerEcaModule(channels))
+        with torch.no_grad():  # statistics an eval-mode fold really uses
+            tail.bn.weight.uniform_(0.5, 1.5), tail.bn.bias.normal_(0, 0.2)
+            tail.bn.running_mean.normal_(0, 0.2), tail.bn.running_var.uniform_(0.5, 1.5)
+        return tail
     raise ValueError(f"unknown block {block!r}")
 
 
@@ -60,6 +99,9 @@ def _ours(block: str, channels: int) -> nn.Module:
         return triton_attn.SEModule(channels, rd_channels=rd)
     if block == "eca":
         return triton_attn.EcaModule(channels=channels)
+    if block in TAIL_BLOCKS:
+        attn = triton_attn.SEModule(channels, rd_channels=rd) if block == "se_tail" else triton_attn.EcaModule(channels=channels)
+        return _OursTail(channels, attn)
     return triton_attn.CbamModule(channels, rd_channels=rd, spatial_kernel_size=CBAM_SPATIAL_KERNEL)
 
 

@@ -72,6 +72,10 @@ def render(results_dir: Path, charts_dir: Path, readme: Path) -> str:
         if charts:
             parts.append("")
             parts.append("Charts: " + " · ".join(f"[{c.stem.replace('_', ' ')}]({_rel(c, here)})" for c in charts))
+        from .gpu.readme import lines_for  # the GPU command's summary and SE tax, when it ran
+
+        extra = lines_for(results_dir, device, here)
+        parts.extend(["", *extra] if extra else [])
         parts.append("")
     return "\n".join(parts).rstrip()
 

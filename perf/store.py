@@ -3,6 +3,7 @@ re-measuring a (device, block, mode, provider, shape, dtype, layout) replaces
 its row, everything else is kept."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def update_csv(path: Path, rows: list[dict]) -> pd.DataFrame:
     merged = merged.drop_duplicates(subset=list(KEY), keep="last")
     merged = merged.sort_values(list(KEY), kind="stable").reset_index(drop=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged.to_csv(path, index=False)
+    # Written beside and renamed over: a run killed mid-write (the GPU
+    # command's time limits) never leaves a truncated CSV.
+    tmp = path.with_name(f".{path.name}.tmp")
+    merged.to_csv(tmp, index=False)
+    os.replace(tmp, path)
     return merged
 
 

@@ -10,6 +10,10 @@ if not torch.cuda.is_available():
 # A user's autotune cache must not steer (or warn in) the tests: each test
 # session gets its own, empty one unless the caller chose a directory.
 os.environ.setdefault("TRITON_ATTN_CACHE_DIR", tempfile.mkdtemp(prefix="triton_attn_test_cache_"))
+# Inductor's on-disk caches do not key on a custom op's Python fake or
+# implementation: a graph compiled against another revision of the ops could
+# be served here. Each test session compiles into a fresh directory.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="triton_attn_test_inductor_"))
 
 import pytest  # noqa: E402
 

@@ -90,7 +90,8 @@ def test_pruning_drops_empty_and_useless_splits():
     full = spaces.Problem(N=128, C=2048, HW=49, chan_contiguous=True, num_sms=132, interpreted=False)
     gpu = spaces.REDUCTION.candidates(full)
     assert {c.split for c in gpu} == {1}
-    assert {c.num_warps for c in gpu} == {4, 8} and {c.num_stages for c in gpu} == {1, 3}
+    # num_stages is not varied: no loop is software-pipelined on sm_90, so it changes no code
+    assert {c.num_warps for c in gpu} == {4, 8} and {c.num_stages for c in gpu} == {None}
     # a lone sample on a big GPU does try splits, within a bounded space
     lone = spaces.Problem(N=1, C=256, HW=3136, chan_contiguous=True, num_sms=132, interpreted=False)
     many = spaces.REDUCTION.candidates(lone)

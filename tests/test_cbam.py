@@ -161,6 +161,117 @@ def test_nan_propagates_like_torch():
     assert torch.equal(y.isnan(), ref.isnan()) and y[1].isnan().all() and not y[0].isnan().any()
 
 
+@pytest.mark.parametrize("layout,k,bn_mode", [("nchw", 7, "train"), ("channels_last", 5, "eval"), ("nchw", 3, "none")])
+def test_row_blocks_with_halo_and_forced_splits(layout, k, bn_mode):
+    """split=4: the pooling and the per-pixel reductions write 3-4 partials
+    each (folded by their consumers: the gate, the spatial branch, the gate
+    backward), and the spatial branch runs 4 row blocks per sample, each
+    folding its own halo of k // 2 rows."""
+    x = make_input((1, 6, 9, 5), layout=layout)
+    with launch_config.override(block_c=2, block_hw=16, split=4):
+        check_cbam(x, cbam_params(6, torch.float32, k, bn=bn_mode != "none"), bn_mode, torch.float32, f"row blocks k={k}",
+                   spatial_concat="max_mean")
+
+
+def _bn_of(module):
+    return module.spatial.conv.bn
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, "nchw"), (torch.bfloat16, "channels_last")])
+def test_running_statistics_over_training_steps(momentum, dtype, layout):
+    """Three training steps, then eval: running_mean / running_var /
+    num_batches_tracked updated in-kernel exactly as nn.BatchNorm2d updates
+    timm's (momentum=None: the cumulative average), buffers kept in the
+    module's dtype; the eval step then normalises with them."""
+    theirs, ours = build_pair("CbamModule", dict(rd_channels=4, spatial_kernel_size=3), 8, dtype)
+    for m in (theirs, ours):
+        _bn_of(m).momentum = momentum
+    ours.train()
+    theirs.train()
+    for step in range(3):
+        x = make_input((2, 8, 5, 4), dtype, layout)
+        dy = torch.randn(x.shape).to(dtype)
+        got = module_fwd_bwd(ours, x, dy)
+        want = module_fwd_bwd(theirs, x.double(), dy.double(), poison=False)
+        assert_fwd_bwd_close(got, want, dtype, f"step {step}")
+        a, b = _bn_of(ours), _bn_of(theirs)
+        assert a.running_mean.dtype == dtype and a.num_batches_tracked.item() == b.num_batches_tracked.item() == step + 1
+        assert_close(a.running_mean, b.running_mean, dtype, msg=f"step {step} running_mean")
+        assert_close(a.running_var, b.running_var, dtype, msg=f"step {step} running_var")
+    ours.eval()
+    theirs.eval()
+    x = make_input((2, 8, 5, 4), dtype, layout)
+    with torch.no_grad():
+        assert_close(ours(x), theirs(x.double()), dtype, msg="eval after training")
+
+
+def test_batch_norm_without_tracking_or_affine():
+    """track_running_stats=False (batch statistics in eval too, no buffers
+    touched) and affine=False (no weight or bias)."""
+    theirs, ours = build_pair("CbamModule", dict(rd_channels=2, spatial_kernel_size=3), 6)
+    for m in (theirs, ours):
+        m.spatial.conv.bn = nn.BatchNorm2d(1, track_running_stats=False, affine=False).to(next(m.parameters()).dtype)
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        x = make_input((2, 6, 4, 5))
+        dy = torch.randn(x.shape)
+        assert_fwd_bwd_close(module_fwd_bwd(ours, x, dy), module_fwd_bwd(theirs, x.double(), dy.double(), poison=False),
+                             torch.float32, f"untracked training={training}")
+
+
+def test_launches_as_a_132_sm_gpu_plans_them(monkeypatch):
+    """Issue 11's budget: forward 5 Triton launches (eval; training too),
+    backward 7 with training BatchNorm, and no torch compute op on the way
+    (launches stubbed: only counted)."""
+    from perf.accounting.aten_log import AtenLog
+
+    monkeypatch.setenv("TRITON_ATTN_SM_COUNT", "132")
+    for shape, layout in (((1, 64, 7, 7), "nchw"), ((4, 32, 14, 14), "channels_last")):
+        module = triton_attn.CbamModule(shape[1])
+        x = make_input(shape, layout=layout).requires_grad_(True)
+        dy = torch.ones(shape)
+        with AtenLog() as log, triton_attn.runtime.stubbed_launches() as launches:
+            with torch.no_grad():
+                module.eval()(x)
+            n_eval = len(launches)
+            y = module.train()(x)
+            n_train = len(launches) - n_eval
+            y.backward(dy)
+        names = [name for name, _, _ in launches]
+        assert (n_eval, n_train, len(names) - n_eval - n_train) == (5, 5, 7), names
+        assert not log.ops, [op.name for op in log.ops]
+
+
+def test_conv_channel_mode_launches(monkeypatch):
+    """The seed's Conv channel attention: its gate is computed inside the
+    statistics pass (4 launches forward) and its backward is one launch
+    (5 backward without BatchNorm)."""
+    monkeypatch.setenv("TRITON_ATTN_SM_COUNT", "132")
+    x = make_input((2, 16, 6, 6)).requires_grad_(True)
+    p = {n: t.requires_grad_(True) for n, t in cbam_params(16, torch.float32, 7, channel="conv", bn=False).items()}
+    dy = torch.ones(x.shape)
+    with triton_attn.runtime.stubbed_launches() as launches:
+        y = TF.cbam(x, spatial_concat="max_mean", **p)
+        n_fwd = len(launches)
+        y.backward(dy)
+    assert (n_fwd, len(launches) - n_fwd) == (4, 5), [name for name, _, _ in launches]
+
+
+def test_empty_batch_at_the_op():
+    """N = 0 reaches the op itself: empty y, the batch counted in
+    num_batches_tracked, running statistics left alone, zero weight grads."""
+    x, p = _op_args("mlp_bn_train_running")
+    x = x.detach()[:0].requires_grad_(True)
+    y, state, rm, rv, nbt = cbam_ops.cbam_fwd(x, *p)
+    assert y.shape == x.shape and state.numel() == 0 + 2
+    assert torch.equal(rm, p[8]) and torch.equal(rv, p[9]) and nbt.item() == p[10].item() + 1
+    grads = cbam_ops.cbam_bwd(torch.zeros_like(x), x.detach(), state, *(t.detach() if isinstance(t, torch.Tensor) else t
+                              for i, t in enumerate(p) if i not in (10, 13)), True)
+    assert grads[0].shape == x.shape and all(not g.any() for g in grads[1:])
+
+
 # --- timm's modules, weights loaded strictly --------------------------------
 
 TIMM_CONFIGS = [
@@ -209,8 +320,8 @@ def test_matches_timm(config, training):
 
 def test_fused_path_taken_for_known_layers(monkeypatch):
     calls = []
-    real = cbam_ops.cbam_fwd
-    monkeypatch.setattr(cbam_ops, "cbam_fwd", lambda *a: calls.append(1) or real(*a))
+    real = cbam_ops.cbam_forward_impl  # behind both the eager Function and the registered op
+    monkeypatch.setattr(cbam_ops, "cbam_forward_impl", lambda *a: calls.append(1) or real(*a))
     x = make_input((2, 16, 3, 3))
     for config in TIMM_CONFIGS:
         calls.clear()
@@ -269,33 +380,42 @@ def _op_args(variant):
     x = make_input((2, 5, 3, 4), layout="channels_last", requires_grad=True)
     r = lambda *s: torch.randn(*s, requires_grad=True)  # noqa: E731
     rm, rv = bn_buffers(torch.float32)
+    nbt = torch.tensor(3)
     if variant == "mlp_bias_bn_eval":
-        p = (r(2, 5, 1, 1), r(2), r(5, 2, 1, 1), r(5), None, r(1, 2, 3, 3), r(1), r(1), rm, rv, True, False, 1e-5, "mean_max", "relu", 0.0, "sigmoid", False)
+        p = (r(2, 5, 1, 1), r(2), r(5, 2, 1, 1), r(5), None, r(1, 2, 3, 3), r(1), r(1), rm, rv, None, True, False, 0.1, 1e-5, "mean_max", "relu", 0.0, "sigmoid", False)
     elif variant == "conv_bn_train":
-        p = (None, None, None, None, r(1, 1, 3), r(1, 2, 5, 5), r(1), r(1), None, None, True, True, 1e-5, "max_mean", "relu", 0.0, "hard_sigmoid", False)
+        p = (None, None, None, None, r(1, 1, 3), r(1, 2, 5, 5), r(1), r(1), None, None, None, True, True, 0.1, 1e-5, "max_mean", "relu", 0.0, "hard_sigmoid", False)
+    elif variant == "mlp_bn_train_running":
+        p = (r(2, 5), None, r(5, 2), None, None, r(1, 2, 3, 3), r(1), None, rm, rv, nbt, True, True, None, 1e-5, "mean_max", "gelu", 0.0, "sigmoid", False)
     else:  # light, no BN
-        p = (r(2, 5), None, r(5, 2), None, None, r(1, 1, 3, 3), None, None, None, None, False, False, 1e-5, "mean_max", "silu", 0.0, "sigmoid", True)
+        p = (r(2, 5), None, r(5, 2), None, None, r(1, 1, 3, 3), None, None, None, None, None, False, False, 0.1, 1e-5, "mean_max", "silu", 0.0, "sigmoid", True)
     return x, p
 
 
-@pytest.mark.parametrize("variant", ["mlp_bias_bn_eval", "conv_bn_train", "light_no_bn"])
+@pytest.mark.parametrize("variant", ["mlp_bias_bn_eval", "conv_bn_train", "mlp_bn_train_running", "light_no_bn"])
 def test_opcheck(variant):
     x, p = _op_args(variant)
     torch.library.opcheck(cbam_ops.cbam_fwd, (x, *p))
-    _, pooled, maps = cbam_ops.cbam_fwd(x, *p)
+    _, state, *_ = cbam_ops.cbam_fwd(x, *p)
     d = lambda t: t.detach() if isinstance(t, torch.Tensor) else t  # noqa: E731
-    bwd_args = (torch.randn(x.shape), d(x), pooled, maps, *map(d, p), variant != "light_no_bn")
+    fwd_only = (10, 13)  # num_batches_tracked, momentum (after x)
+    bwd_params = tuple(d(t) for i, t in enumerate(p) if i not in fwd_only)
+    bwd_args = (torch.randn(x.shape), d(x), state, *bwd_params, variant != "light_no_bn")
     torch.library.opcheck(cbam_ops.cbam_bwd, bwd_args)
 
 
 def test_torch_compile_fullgraph_matches_eager():
     """Training mode: BatchNorm batch statistics, running-statistics and
-    num_batches_tracked updates, all inside one graph."""
+    num_batches_tracked updates (momentum and the cumulative average), all
+    inside one graph: the registered op returns the updates, the caller
+    copies them into the buffers."""
     torch._dynamo.reset()
     model = nn.Sequential(
         triton_attn.CbamModule(8, rd_channels=2, spatial_kernel_size=3),
         triton_attn.LightCbamModule(8, rd_channels=2, spatial_kernel_size=3, spatial_bn=False),
+        triton_attn.CbamModule(8, rd_channels=2, spatial_kernel_size=3),
     )
+    model[2].spatial.conv.bn.momentum = None
     compiled = torch.compile(copy.deepcopy(model), fullgraph=True, backend="aot_eager")
     x = make_input((2, 8, 5, 4), layout="channels_last")
     dy = torch.randn(x.shape)

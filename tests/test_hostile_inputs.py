@@ -195,7 +195,8 @@ INVALID = {
 if hasattr(ta, "CbamModule"):
     INVALID.update({
         "cbam H=0": (lambda: ta.CbamModule(6)(base(H=0)), ValueError, "empty"),
-        "cbam N=0 training BatchNorm": (lambda: ta.CbamModule(6)(base(N=0)), ValueError, "more than 1 value"),
+        # N = 0 is not an error (an empty output, as nn.BatchNorm2d: tests/test_empty_batch.py); one value is.
+        "cbam one value training BatchNorm": (lambda: ta.CbamModule(6)(base(N=1, H=1, W=1)), ValueError, "more than 1 value"),
         "cbam channels != module": (lambda: ta.CbamModule(6)(base(C=5)), ValueError, "5 channels"),
         "cbam even spatial kernel": (lambda: ta.CbamModule(6, spatial_kernel_size=4), ValueError, "odd"),
         "cbam spatial weight shape": (lambda: TF.cbam(_x(), rand(4, 6), None, rand(6, 4), spatial_weight=rand(1, 1, 3, 3)), ValueError, "spatial_weight"),

@@ -170,9 +170,10 @@ def gate_backward(z: torch.Tensor, grad: torch.Tensor, gate: str) -> torch.Tenso
     return act_backward(z, grad, gate)
 
 
-#: Hidden activations computed inside kernels/se_gate.py (``apply_hidden_act``
-#: codes): those needing no libdevice. gelu, gelu_tanh and tanh keep the torch MLP.
+#: Hidden activation codes of kernels/gate_math.py ``apply_act`` / ``act_backward``:
+#: every fused hidden activation runs inside the SE gate kernels.
 HIDDEN_ACT_CODES = {
     "identity": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "silu": 4,
-    "hard_swish": 5, "hard_sigmoid": 6, "sigmoid": 7,
+    "hard_swish": 5, "hard_sigmoid": 6, "sigmoid": 7, "gelu": 8, "gelu_tanh": 9, "tanh": 10,
 }
+assert set(HIDDEN_ACT_CODES) == set(HIDDEN_ACTS)

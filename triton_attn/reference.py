@@ -194,3 +194,32 @@ class EagerCbamModule(nn.Module):
 
     def forward(self, x):
         return self.spatial(self.channel(x))
+
+
+def attention_tail_reference(
+    z, shortcut, bn_weight, bn_bias, running_mean, running_var, bn_training, momentum, eps,
+    attn="none", w1=None, b1=None, w2=None, b2=None, *, pool="avg", attn_act="relu", attn_act_param=0.0,
+    gate="sigmoid", circular=False, drop=None, act="relu", act_param=0.0,
+):
+    """The attention tail of a ResNet block, ``act(drop_path(attn(bn(z))) +
+    shortcut)``, as timm computes it, in z's dtype (run it in float64 for
+    tests): ``F.batch_norm`` (which updates the running statistics in place
+    in training; ``momentum`` already resolved to a float), then SE
+    (``attn="se"``: ``w1``/``b1``/``w2``/``b2``, ``w2=None`` for EffectiveSE)
+    or ECA (``attn="eca"``: taps ``w1``, bias ``b1``, ``circular``) or
+    nothing, the per-sample ``drop`` factor [N], the residual add and the
+    activation."""
+    w = F.batch_norm(z, running_mean, running_var, bn_weight, bn_bias, bn_training, momentum, eps)
+    if attn == "se":
+        o = se_reference(w, w1, b1, w2, b2, pool=pool, act=attn_act, act_param=attn_act_param, gate=gate)
+    elif attn == "eca":
+        o = eca_reference(w, w1, b1, circular=circular, gate=gate)
+    elif attn == "none":
+        o = w
+    else:
+        raise ValueError(f"attn must be 'se', 'eca' or 'none', got {attn!r}")
+    if drop is not None:
+        o = o * drop.to(o.dtype)[:, None, None, None]
+    if shortcut is not None:
+        o = o + shortcut
+    return act_forward(o, canonical_name(act), act_param)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import os
 
 import torch
+import torch.fx
 
 from .kernels.channel_pool import channel_pool_kernel
 
@@ -55,6 +57,13 @@ def new_buffer(shape, *, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
 def new_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same shape and memory format as ``x`` (a non-dense view gets the dense
     layout it resembles), NaN-filled under ``poison_outputs``."""
+    if _force_torch and torch.compiler.is_exporting():
+        # Traced into an exported graph (an op's decomposition): the same
+        # strides, allocated with core ATen's empty_strided rather than
+        # empty_permuted, which core ATen lacks.
+        from torch._prims_common import compute_elementwise_output_strides
+
+        return torch.empty_strided(x.shape, compute_elementwise_output_strides(x), dtype=dtype or x.dtype, device=x.device)
     t = torch.empty_like(x, dtype=dtype, memory_format=torch.preserve_format)
     return t.fill_(float("nan")) if _poison else t
 
@@ -70,21 +79,123 @@ def torch_fallback(enabled: bool = True):
         _force_torch = previous
 
 
+def where_it_runs(device) -> str:
+    """In words, what a block's math runs as on ``device`` in this process."""
+    kind = torch.device(device).type
+    if _force_torch:
+        return "the pure-PyTorch path (forced by triton_attn.torch_fallback())"
+    if kind == "cuda":
+        return ("the pure-PyTorch path (TRITON_INTERPRET=1 was set: the kernels are interpreted, CPU only)"
+                if INTERPRETED else "the Triton kernels (compiled for this GPU)")
+    if kind == "cpu":
+        return ("the Triton kernels under Triton's interpreter (TRITON_INTERPRET=1; slow, for tests)"
+                if INTERPRETED else "the pure-PyTorch path (set TRITON_INTERPRET=1 before importing triton_attn "
+                "to run the Triton kernels under the interpreter)")
+    return f"nothing: triton_attn runs on CUDA or CPU, not {kind}"
+
+
 def use_triton(t: torch.Tensor) -> bool:
     if _force_torch:
         return False
     if t.device.type == "cuda":
+        if INTERPRETED and not _told["cuda_interpreted"]:
+            tell_once("cuda_interpreted")
         return not INTERPRETED
     if t.device.type == "cpu":
-        return INTERPRETED or _stub is not None
+        if INTERPRETED or _stub is not None:
+            return True
+        if not _told["cpu_torch"]:
+            tell_once("cpu_torch")
+        return False
     return False
+
+
+# --- which path runs, said once --------------------------------------------
+# One INFO (or WARNING) per process on the "triton_attn" logger the first
+# time a path is taken that a user might not expect. The hot path pays one
+# dict lookup of a boolean; ``logging.getLogger("triton_attn").setLevel``
+# silences or shows them (INFO is hidden unless logging is configured).
+
+logger = logging.getLogger("triton_attn")
+
+_MESSAGES = {
+    "cpu_torch": (logging.INFO,
+        "triton_attn: CPU tensors run the pure-PyTorch path (same arithmetic as the kernels, no Triton). "
+        "CUDA tensors run the Triton kernels; set TRITON_INTERPRET=1 before importing triton_attn to run "
+        "the kernels on CPU under Triton's interpreter (slow: for tests)."),
+    "cuda_interpreted": (logging.WARNING,
+        "triton_attn: TRITON_INTERPRET=1 was set when triton_attn was imported, so the kernels are "
+        "interpreted and CUDA tensors take the pure-PyTorch path. Unset it to run the compiled kernels."),
+    "autotune_cpu": (logging.WARNING,
+        "triton_attn: TRITON_ATTN_AUTOTUNE=1 is set but nothing can be tuned here: CPU tensors run the "
+        "pure-PyTorch path (no kernels) without TRITON_INTERPRET=1. Tuning happens on CUDA; "
+        "`python -m triton_attn.autotune` re-runs itself under the interpreter on CPU."),
+}
+_told = {key: False for key in _MESSAGES}
+
+
+def tell_once(key: str) -> None:
+    """Log message ``key`` of ``_MESSAGES`` if it has not been logged yet."""
+    if _told[key]:
+        return
+    _told[key] = True
+    level, text = _MESSAGES[key]
+    logger.log(level, text)
+    if key == "cpu_torch" and os.environ.get("TRITON_ATTN_AUTOTUNE", "0") == "1":
+        tell_once("autotune_cpu")
+
+
+# --- export and tracing ------------------------------------------------------
+
+def exporting() -> bool:
+    """True while a graph is being captured for deployment: ``torch.onnx.export``
+    (the TorchScript-based exporter traces, the dynamo one runs torch.export
+    with its ONNX flag set) or ``torch.jit.trace``. The blocks then compute
+    with standard PyTorch ops (the layers' own modules: mean/amax, conv,
+    activation, gate, mul, BatchNorm), so the exported graph holds no
+    ``triton_attn::`` op and runs anywhere (ONNX Runtime, libtorch).
+
+    A plain ``torch.export.export`` and ``torch.compile`` keep the fused ops
+    (``run_decompositions()`` turns them into core ATen ops afterwards, see
+    ``triton_attn/ops/decompositions.py``). Costs two flag reads per call."""
+    return torch.jit.is_tracing() or (torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export())
+
+
+def fx_leaf(module: torch.nn.Module, *args, **kwargs):
+    """A block's forward called with a ``torch.fx`` Proxy: record the block as
+    one ``call_module`` node, exactly as a tracer's leaf module (the
+    GraphModule then calls the block, fused path included). Works with any
+    ``torch.fx.Tracer`` (timm's ``features_only``/``create_feature_extractor``,
+    torchvision's ``create_feature_extractor``, ``symbolic_trace``) without
+    registering the classes. Anything else that is not a tensor is a
+    TypeError, as the checks would raise."""
+    proxy = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.fx.Proxy)), None)
+    if proxy is None:
+        bad = next((a for a in (*args, *kwargs.values()) if not isinstance(a, torch.Tensor)), None)
+        raise TypeError(f"x must be a torch.Tensor, got {type(bad).__name__}")
+    tracer = proxy.tracer
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, kwargs)
+
+
+def not_scriptable(module: torch.nn.Module):
+    """``__prepare_scriptable__`` of every block: ``torch.jit.script`` stops
+    with a message saying what to use instead (the blocks call Python custom
+    ops with Triton kernels, which TorchScript cannot compile)."""
+    name = type(module).__name__
+    raise RuntimeError(
+        f"triton_attn.{name} cannot be compiled by torch.jit.script (deprecated by PyTorch; the block calls "
+        "Python-registered Triton ops). Use torch.compile(model) for speed, torch.export.export(model) or "
+        "torch.onnx.export(model, (x,)) to deploy (both give standard ops), or triton_attn.revert(model) "
+        "to get the original timm/torchvision/seed blocks back and script those."
+    )
 
 
 def launch(kernel, grid, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)``; under ``stubbed_launches`` only
     recorded (kernel name, grid, constexpr/launch keywords)."""
     if _stub is not None:
-        _stub.append((getattr(getattr(kernel, "fn", kernel), "__name__", str(kernel)), tuple(grid), kwargs))
+        fn = getattr(kernel, "fn", kernel)
+        _stub.append((fn.__name__ if hasattr(fn, "__name__") else str(kernel), tuple(grid), kwargs))
         return
     kernel[grid](*args, **kwargs)
 
@@ -105,12 +216,48 @@ def stubbed_launches():
         _stub = previous
 
 
+# Environment reads on the launch path: os.environ.get encodes the key and
+# decodes the value on every call (~0.3 us, several per block call); the
+# mapping's own byte-keyed dict answers the same question, always current.
+_ENV_DATA = getattr(os.environ, "_data", None)
+_ENV_ENCODE = getattr(os.environ, "encodekey", None)
+
+
+def env_raw(name: str, _keys: dict = {}):  # noqa: B006 - a per-process cache of encoded keys
+    """``os.environ.get(name)``, cheaply (the raw stored value: compare it,
+    parse it with ``env_str``)."""
+    if _ENV_DATA is None or _ENV_ENCODE is None:
+        return os.environ.get(name)
+    key = _keys.get(name)
+    if key is None:
+        key = _keys[name] = _ENV_ENCODE(name)
+    return _ENV_DATA.get(key)
+
+
+def env_str(raw) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    return os.environ.decodevalue(raw) if hasattr(os.environ, "decodevalue") else raw.decode()
+
+
+_sm_cache: tuple = (object(), None)
+
+
 def sm_count_override() -> int | None:
     """``TRITON_ATTN_SM_COUNT``: plan launches (the split of the reductions)
     for a GPU with this many SMs, on any device. Lets the interpreter and the
     traffic accounting see the grids a real GPU would get; unset, CPU tensors
     plan for no GPU (no split) and CUDA tensors for their own device."""
-    value = os.environ.get("TRITON_ATTN_SM_COUNT")
+    global _sm_cache
+    raw = env_raw("TRITON_ATTN_SM_COUNT")
+    if raw == _sm_cache[0]:
+        return _sm_cache[1]
+    count = _parse_sm_count(env_str(raw))
+    _sm_cache = (raw, count)
+    return count
+
+
+def _parse_sm_count(value: str | None) -> int | None:
     if not value:
         return None
     try:
@@ -146,3 +293,45 @@ def autocast_off(fn):
     # string) annotations in fn's own module, not in this one.
     wrapper.__signature__ = inspect.signature(fn, eval_str=True)
     return wrapper
+
+
+_is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda t: False)
+
+
+def eager_call(x) -> bool:
+    """Whether a block's call may skip the ``torch.library`` dispatch and run
+    its ``autograd.Function`` with direct launches (the lean eager path):
+    a plain tensor, outside torch.compile / torch.export / tracing and
+    functorch transforms. Everything else goes through the registered ops,
+    which those systems understand (fakes, autograd formulas, decompositions)."""
+    return (
+        type(x) is torch.Tensor and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+        and not _is_wrapped(x)
+    )
+
+
+def no_autocast():
+    """A context with autocast off on CPU and CUDA (or a no-op when it is
+    off): the pure-PyTorch twins run their [N, C] math in fp32 even inside
+    ``torch.autocast``, like the kernels."""
+    if torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu"):
+        stack = contextlib.ExitStack()
+        for device_type in ("cuda", "cpu"):
+            if torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        return stack
+    return contextlib.nullcontext()
+
+
+class _NoContext:
+    """A reusable do-nothing context (``contextlib.nullcontext()`` allocates
+    one per call on the launch path)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+NO_CONTEXT = _NoContext()

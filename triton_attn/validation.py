@@ -44,7 +44,9 @@ def check_cbam_input(x: torch.Tensor, spatial_bn: bool, bn_training: bool) -> No
     N, _, H, W = x.shape
     if H * W == 0:
         raise ValueError(f"cbam takes a max over H*W, which is empty for x of shape {tuple(x.shape)}")
-    if spatial_bn and bn_training and N * H * W <= 1:
+    # nn.BatchNorm2d's rule: exactly one value per channel is an error; an
+    # empty batch is not (empty output, the batch still counts).
+    if spatial_bn and bn_training and N * H * W == 1:
         raise ValueError(f"spatial BatchNorm in training needs more than 1 value, got x of shape {tuple(x.shape)}")
 
 

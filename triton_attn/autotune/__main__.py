@@ -2,7 +2,7 @@
 kernel of the chosen blocks for the given shapes, and print the report.
 
     python -m triton_attn.autotune --shapes resnet50 --blocks se,eca --out perf/results/autotune.csv
-    python -m triton_attn.autotune --shapes "2,16,8,8;4,16,8,8" --dtype fp32   # CPU, interpreter
+    python -m triton_attn.autotune --shapes "2,64,8,8" --blocks se,eca --dtype fp32   # CPU, interpreter
 
 Without a GPU the kernels run under Triton's interpreter: the CLI restarts
 itself with TRITON_INTERPRET=1 when that was not set, refuses the presets
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import torch
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: preset {args.shapes!r} holds GPU-sized shapes (up to 64x2048x7x7, 64x256x56x56); under "
             "Triton's interpreter on CPU tuning them would take hours. Run the presets on a GPU, or pass "
-            "small shapes here, e.g. --shapes '2,16,8,8;4,32,4,4'.",
+            "small shapes here, e.g. --shapes '2,64,8,8' (smaller than 32 channels or 64 pixels leaves a single "
+            "candidate per kernel: nothing to choose).",
             file=sys.stderr,
         )
         return 2
@@ -80,14 +82,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: block {b!r} has no fused module in this build; skipped", file=sys.stderr)
         blocks.remove(b)
 
-    from tqdm.auto import tqdm
-
     jobs = [(shape, b) for shape in shapes for b in blocks]
-    with tuner.tuning(True, progress=True), tuner.recording() as records:
-        for shape, b in tqdm(jobs, desc="shapes x blocks", file=sys.stderr):
+    start = time.perf_counter()
+    # One bar (the jobs), drawn only on a terminal; the per-kernel bars of
+    # the tuner stay off so nothing is drawn twice, and warnings (a corrupt
+    # cache) print above the bar, not through it.
+    with tuner.tuning(True, progress=False), tuner.recording() as records, tuner.bar_safe_output():
+        bar = tuner.progress(jobs, desc="tuning", unit="block", disable=None)
+        for shape, b in bar:
+            bar.set_postfix_str(f"{b} {'x'.join(map(str, shape))}")
             exercise(b, shape, DTYPES[args.dtype], args.layout == "channels_last", device)
 
     df = report.frame(records)
+    tuned = int((df["source"] == "tuned").sum()) if len(df) else 0
+    where = "wall-clock ms under Triton's interpreter (CPU)" if device == "cpu" else "ms per launch on the GPU"
+    print(
+        f"{len(df)} kernel keys ({tuned} tuned, {len(df) - tuned} from the cache) for {len(jobs)} block x shape "
+        f"jobs in {time.perf_counter() - start:.1f} s; times in {where}",
+        file=sys.stderr,
+    )
     print(report.markdown(df))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from ..activations import GATE_CODES, fused_act_spec
+from . import resnet as _resnet
+from .revert import record as record_original
 from .rules import ATTENTION_LIKE, Rule, fused_class, qualname, rule_for
 
 
@@ -41,12 +43,18 @@ class Left:
 class ConversionReport:
     swapped: list[Swapped] = field(default_factory=list)
     left: list[Left] = field(default_factory=list)
+    #: residual blocks whose tail ``fuse_tail=True`` would fuse (counted when it is False)
+    tails_available: int = 0
 
     def __str__(self) -> str:
+        hint = ([f"  ({self.tails_available} residual block tail(s) could be fused too: convert(model, fuse_tail=True))"]
+                if self.tails_available else [])
+        if not self.swapped and not self.left:
+            return "\n".join(["swapped 0 module(s): no attention block (SE, ECA, CBAM, ...) was found in this model"] + hint)
         lines = [f"swapped {len(self.swapped)} module(s), left {len(self.left)}"]
         lines += [f"  swapped {s.name or '(root)'}: {s.old} -> {s.new} [{s.path}]" for s in self.swapped]
         lines += [f"  left    {m.name or '(root)'}: {m.cls} ({m.reason})" for m in self.left]
-        return "\n".join(lines)
+        return "\n".join(lines + hint)
 
 
 def _get_path(m: nn.Module, dotted: str):
@@ -160,10 +168,45 @@ def _swap(m: nn.Module, name: str, report: ConversionReport) -> Optional[nn.Modu
         report.left.append(Left(name, qualname(t), reason))
         return None
     report.swapped.append(Swapped(name, qualname(t), qualname(type(new)), _path_note(new, rule)))
+    record_original(new, m)  # for triton_attn.revert
     return new
 
 
-def _walk(module: nn.Module, prefix: str, report: ConversionReport, memo: dict) -> None:
+# --- fused tails (fuse_tail=True): timm ResNet blocks, see compat/resnet.py ---
+
+def _fuse_tail(block: nn.Module, name: str, report: ConversionReport, memo: dict, fuse_tail: bool) -> Optional[nn.Module]:
+    """The tail-fused block for a timm ResNet block (its attention converted
+    as usual, reported on its own line), or None: not such a block, or left
+    (with ``fuse_tail``, the reason is reported; the walk then converts its
+    attention alone)."""
+    cls = _resnet.tail_block(block)
+    if cls is None:
+        return None
+    reason = _resnet.left_reason(block, cls)
+    if not fuse_tail:
+        report.tails_available += reason is None
+        return None
+    if reason is not None:
+        report.left.append(Left(name, qualname(type(block)), f"tail not fused: {reason}"))
+        return None
+    slot = cls._tail_names[1]
+    attn = getattr(block, slot)
+    new_attn = attn
+    if attn is not None and not type(attn).__module__.startswith("triton_attn"):
+        new_attn = memo[id(attn)] if id(attn) in memo else _swap(attn, f"{name}.{slot}" if name else slot, report)
+        memo[id(attn)] = new_attn if new_attn is not None else attn
+        if new_attn is None:
+            report.left.append(Left(name, qualname(type(block)), f"tail not fused: its {slot} was left"))
+            return None
+    new = cls(block)
+    if slot in new._modules:
+        new._modules[slot] = new_attn
+    record_original(new, block)  # for triton_attn.revert (the attention's own class included)
+    report.swapped.append(Swapped(name, qualname(type(block)), qualname(cls), _resnet.describe(new)))
+    return new
+
+
+def _walk(module: nn.Module, prefix: str, report: ConversionReport, memo: dict, fuse_tail: bool = False) -> None:
     for child_name, child in list(module._modules.items()):
         if child is None:
             continue
@@ -171,15 +214,16 @@ def _walk(module: nn.Module, prefix: str, report: ConversionReport, memo: dict) 
         if id(child) in memo:  # a block shared between parents stays shared
             module._modules[child_name] = memo[id(child)]
             continue
-        new = None if type(child).__module__.startswith("triton_attn") else _swap(child, name, report)
+        new = (None if type(child).__module__.startswith("triton_attn")
+               else _fuse_tail(child, name, report, memo, fuse_tail) or _swap(child, name, report))
         memo[id(child)] = new if new is not None else child
         if new is not None:
             module._modules[child_name] = new
         else:
-            _walk(child, name, report, memo)
+            _walk(child, name, report, memo, fuse_tail)
 
 
-def convert(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, ConversionReport]:
+def convert(model: nn.Module, inplace: bool = False, fuse_tail: bool = False) -> tuple[nn.Module, ConversionReport]:
     """Swap every recognised attention block of ``model`` for triton_attn's
     fused equivalent; returns ``(model, report)``.
 
@@ -195,15 +239,29 @@ def convert(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, Convers
 
     ``inplace=False`` converts a deep copy; ``inplace=True`` edits ``model``
     (then an optimizer built on its parameters stays valid). Convert before
-    wrapping in DDP or ``torch.compile``."""
+    wrapping in DDP or ``torch.compile``.
+
+    ``fuse_tail=True`` also swaps timm's ResNet ``BasicBlock``/``Bottleneck``
+    for a block that runs the convolutions as timm does and then
+    ``act(drop_path(se(bn(z))) + shortcut)`` as one fused op (its attention
+    converted as above; same children, tensors and keys). The report lists
+    each such block with "tail fused" and each block left with its reason
+    (a norm other than nn.BatchNorm2d, hooks on the tail's modules, an
+    activation without a fused form, CBAM for now...); hooks registered
+    later, or a SyncBatchNorm swapped in, make the block run timm's own
+    sequence at that call. Off by default: the block classes themselves
+    change (code matching timm's classes or patching their forward sees
+    another class), while the default swaps only the attention modules; the
+    report then counts the tails that could be fused."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
     report = ConversionReport()
+    memo = {id(model): model}
     if not type(model).__module__.startswith("triton_attn"):
-        new = _swap(model, "", report)
+        new = _fuse_tail(model, "", report, memo, fuse_tail) or _swap(model, "", report)
         if new is not None:
             return new, report
-    _walk(model, "", report, {id(model): model})
+    _walk(model, "", report, memo, fuse_tail)
     return model, report

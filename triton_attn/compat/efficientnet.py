@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..activations import create_act_layer
+from ..runtime import fx_leaf, not_scriptable
 from .torchvision import conv_se_forward
 
 
@@ -41,4 +42,13 @@ class EfficientNetSqueezeExcite(nn.Module):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(conv_expand(act1(conv_reduce(mean_hw(x)))))``, x [N, C, H, W];
+        runs where ``triton_attn.SEModule.forward`` says (fused Triton SE op on
+        CUDA, interpreter or pure PyTorch on CPU, standard ops under
+        ``torch.onnx.export``/``torch.jit.trace``, one node under ``torch.fx``),
+        same dtypes, layouts, autograd; N = 0 gives an empty output."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         return conv_se_forward(x, self.conv_reduce, self.act1, self.conv_expand, self.gate)
+
+    __prepare_scriptable__ = not_scriptable

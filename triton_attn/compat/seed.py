@@ -17,12 +17,12 @@ import math
 import torch
 from torch import nn
 
-from .. import functional as TF
 from ..ops import cbam as cbam_ops
 from ..ops import eca as eca_ops
 from ..ops import se as se_ops
 from ..activations import fused_act_spec
-from ..modules.gating import fused_gate_name, pooled_squeeze, scale_by
+from ..modules.gating import fused_gate_name, pooled_pair, pooled_squeeze, scale_by
+from ..runtime import exporting, fx_leaf, not_scriptable
 from ..validation import check_block_input, check_cbam_input, check_choice, check_input
 
 SEED_SPATIAL_KERNELS = (3, 5, 7)
@@ -84,15 +84,23 @@ class SEBlock(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
+        """``x * sigmoid(fc_layers(pool_hw(x)))``, x [N, C, H, W]: the fused
+        Triton SE op on CUDA (interpreter or pure PyTorch on CPU), standard ops
+        (ReduceMean/ReduceMax, MatMul, Relu, Sigmoid, Mul) under
+        ``torch.onnx.export``/``torch.jit.trace``, one node under ``torch.fx``.
+        y has x's dtype and memory format; N = 0 gives an empty y."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_block_input(x, self.fc_layers[0].in_features, self.fc_layers[0].weight)
         fused = _fused_mlp(self.fc_layers)
         gate = fused_gate_name(self.sigmoid)
-        if fused is not None and gate is not None and x.numel() > 0:
+        if fused is not None and gate is not None and x.numel() > 0 and not exporting():
             fc1, (act, act_param), fc2 = fused
             return se_ops.se(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.mode, act, act_param, gate)
         N, C = x.shape[:2]
-        v = self.sigmoid(self.fc_layers(self.global_pooling(x).view(N, C)))
-        return scale_by(x, v) if x.numel() > 0 else x * v.view(N, C, 1, 1)
+        return scale_by(x, self.sigmoid(self.fc_layers(pooled_squeeze(x, self.mode).view(N, C))))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class ECABlock(nn.Module):
@@ -105,14 +113,21 @@ class ECABlock(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
+        """``x * sigmoid(conv1d_k(mean_hw(x)))``, x [N, C, H, W]: the fused
+        Triton ECA op on CUDA (interpreter or pure PyTorch on CPU), standard
+        ops (ReduceMean, Conv, Sigmoid, Mul) under ``torch.onnx.export``/
+        ``torch.jit.trace``, one node under ``torch.fx``. y has x's dtype and
+        memory format; N = 0 gives an empty y."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_block_input(x, None, self.conv.weight)
         gate = fused_gate_name(self.sigmoid)
-        if gate is not None and x.numel() > 0 and is_seed_conv1d(self.conv):
+        if gate is not None and x.numel() > 0 and is_seed_conv1d(self.conv) and not exporting():
             return eca_ops.eca(x, self.conv.weight, None, False, gate)
         N, C = x.shape[:2]
-        s = pooled_squeeze(x, "avg").view(N, C) if x.numel() > 0 else x.mean((2, 3))
-        v = self.sigmoid(_conv_over_channels(self.conv, s))
-        return scale_by(x, v) if x.numel() > 0 else x * v.view(N, C, 1, 1)
+        return scale_by(x, self.sigmoid(_conv_over_channels(self.conv, pooled_squeeze(x, "avg").view(N, C))))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class Channel_Attention_Module_FC(nn.Module):  # noqa: N801 - the seed's name
@@ -127,8 +142,14 @@ class Channel_Attention_Module_FC(nn.Module):  # noqa: N801 - the seed's name
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
+        """Triton pooling (both statistics from one pass) and scale around the
+        layers; standard ops while exporting or for an empty x."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_input(x, self.fc_layers[0].in_features)
         return _channel_attention(x, self.fc_layers, self.sigmoid)
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class Channel_Attention_Module_Conv(nn.Module):  # noqa: N801 - the seed's name
@@ -143,16 +164,21 @@ class Channel_Attention_Module_Conv(nn.Module):  # noqa: N801 - the seed's name
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
+        """Triton pooling (both statistics from one pass) and scale around the
+        conv; standard ops while exporting or for an empty x."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_input(x)
         return _channel_attention(x, lambda s: _conv_over_channels(self.conv, s), self.sigmoid)
 
+    __prepare_scriptable__ = not_scriptable
+
 
 def _channel_attention(x: torch.Tensor, f, gate: nn.Module) -> torch.Tensor:
-    """x * gate(f(mean) + f(amax)) with one Triton pass for both statistics."""
-    if x.numel() == 0:
-        return x * gate(f(x.mean((2, 3))) + f(x.amax((2, 3))))[:, :, None, None]
-    mean, amax = TF.channel_pool(x, "avgmax")
-    return scale_by(x, gate(f(mean.to(x.dtype)) + f(amax.to(x.dtype))))
+    """x * gate(f(mean) + f(amax)) with one Triton pass for both statistics
+    (``x.mean``/``x.amax`` while exporting or for an empty x)."""
+    mean, amax = pooled_pair(x)
+    return scale_by(x, gate(f(mean.flatten(1)) + f(amax.flatten(1))))
 
 
 class Spatial_Attention_Module(nn.Module):  # noqa: N801 - the seed's name
@@ -172,9 +198,14 @@ class Spatial_Attention_Module(nn.Module):  # noqa: N801 - the seed's name
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
+        """``x * sigmoid(conv(cat[amax_c, mean_c]))`` in PyTorch."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_input(x)
         s = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)
         return x * self.sigmoid(self.conv(s))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class CBAMBlock(nn.Module):
@@ -218,13 +249,23 @@ class CBAMBlock(nn.Module):
         return None
 
     def forward(self, x):
+        """Channel then spatial attention, x [N, C, H, W]: the fused Triton
+        CBAM op on CUDA (interpreter or pure PyTorch on CPU; 4 passes over x
+        forward, 6 backward), the parts one by one in standard ops (ReduceMean/
+        ReduceMax, MatMul or Conv, Sigmoid, Concat, Conv, Mul) under
+        ``torch.onnx.export``/``torch.jit.trace`` and for an empty x, one node
+        under ``torch.fx``. y has x's dtype and memory format."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_input(x)
-        args = self._fused_args() if x.numel() > 0 else None
+        args = self._fused_args() if x.numel() > 0 and not exporting() else None
         if args is not None:
             check_cbam_input(x, False, False)
             return cbam_ops.cbam(x, args.pop("fc1_weight", None), args.pop("fc1_bias", None), args.pop("fc2_weight", None),
                                  args.pop("fc2_bias", None), args.pop("channel_conv", None), args.pop("spatial_weight"), **args)
         return self.spatial_attention_block(self.channel_attention_block(x))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 def is_seed_conv1d(conv: nn.Conv1d) -> bool:

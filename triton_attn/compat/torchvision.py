@@ -15,6 +15,7 @@ from torch import nn
 from ..ops import se as se_ops
 from ..activations import fused_act_spec
 from ..modules.gating import fused_gate_name, pooled_squeeze, scale_by
+from ..runtime import exporting, fx_leaf, not_scriptable
 from ..validation import check_block_input
 
 
@@ -25,10 +26,9 @@ def conv_se_forward(x: torch.Tensor, reduce: nn.Conv2d, act: nn.Module, expand: 
     check_block_input(x, reduce.in_channels, reduce.weight)
     act_spec = fused_act_spec(act)
     gate_name = fused_gate_name(gate)
-    if x.numel() == 0:
-        return x * gate(expand(act(reduce(x.mean((2, 3), keepdim=True)))))
-    if act_spec is not None and gate_name is not None:
+    if act_spec is not None and gate_name is not None and x.numel() > 0 and not exporting():
         return se_ops.se(x, reduce.weight, reduce.bias, expand.weight, expand.bias, "avg", act_spec[0], act_spec[1], gate_name)
+    # Unfused, standard ops while exporting or for an empty x (gating.py).
     return scale_by(x, gate(expand(act(reduce(pooled_squeeze(x, "avg"))))))
 
 
@@ -62,4 +62,14 @@ class SqueezeExcitation(nn.Module):
         return self.scale_activation(s)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input * scale_activation(fc2(activation(fc1(mean_hw(input)))))``,
+        input [N, C, H, W]; runs where ``triton_attn.SEModule.forward`` says
+        (fused Triton SE op on CUDA, interpreter or pure PyTorch on CPU,
+        standard ops under ``torch.onnx.export``/``torch.jit.trace``, one node
+        under ``torch.fx``), same dtypes, layouts, autograd; N = 0 gives an
+        empty output."""
+        if not isinstance(input, torch.Tensor):
+            return fx_leaf(self, input)
         return conv_se_forward(input, self.fc1, self.activation, self.fc2, self.scale_activation)
+
+    __prepare_scriptable__ = not_scriptable

@@ -1,10 +1,12 @@
 """Block sizes, warps and H*W split of the channel-attention kernels.
 
-Every launcher goes through ``run_tuned``: a config tuned for the launch's
-key (``triton_attn.autotune``) when the cache has one, otherwise the
-heuristics below, each rule saying where it came from. Tests override them
-(``override``) to drive multi-block and split paths on small shapes; an
-override beats any tuned config.
+Every launcher resolves its launch spec through ``cached_spec`` (or
+``run_tuned``): a config tuned for the launch's key (``triton_attn.tuning``)
+when the cache has one, otherwise the heuristics below, each rule saying
+where it came from; the resolved spec is memoised per shape, so the hot path
+is one dict lookup. Tests override the heuristics (``override``) to drive
+multi-block and split paths on small shapes; an override beats any tuned
+config.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import dataclasses
 from typing import Callable, TypeVar
 
 import torch
-import triton
 
 from ..tuning import table, tuner
 from ..tuning.config import LaunchConfig
@@ -79,15 +80,25 @@ def second_pass_reversed(x_bytes: int) -> bool:
 _TILE_ELEMS = 4096
 
 
+def cdiv(a: int, b: int) -> int:
+    # Plain integer arithmetic: triton.cdiv / next_power_of_2 cost ~1.4 us a
+    # call (they are constexpr functions), and the launch path makes dozens.
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 def tile_config(C: int, HW: int, chan_contiguous: bool) -> TileConfig:
     """Tile shape along the contiguous axis first, so each warp reads whole
     128-byte lines: channels for channels_last, H*W for NCHW."""
     if chan_contiguous:
-        block_c = min(triton.next_power_of_2(C), 256)
-        block_hw = min(triton.next_power_of_2(HW), max(1, _TILE_ELEMS // block_c))
+        block_c = min(next_pow2(C), 256)
+        block_hw = min(next_pow2(HW), max(1, _TILE_ELEMS // block_c))
     else:
-        block_hw = min(triton.next_power_of_2(HW), 1024)
-        block_c = min(triton.next_power_of_2(C), max(1, _TILE_ELEMS // block_hw))
+        block_hw = min(next_pow2(HW), 1024)
+        block_c = min(next_pow2(C), max(1, _TILE_ELEMS // block_hw))
     num_warps = 8 if block_c * block_hw >= 4096 else 4
     cfg = TileConfig(block_c, block_hw, num_warps)
     if _overrides:
@@ -95,19 +106,34 @@ def tile_config(C: int, HW: int, chan_contiguous: bool) -> TileConfig:
     return cfg
 
 
+def flat_block(cfg: LaunchConfig, C: int, HW: int) -> tuple[int, int]:
+    """(elements per flat tile, channels such a tile can span): a tile config
+    (block_c x block_hw elements) read as one flat run of a dense NCHW
+    sample, clamped to the sample."""
+    block = min(max(cfg.block_c * cfg.block_hw, 16), next_pow2(C * HW))
+    return block, next_pow2((block - 1) // HW + 2)
+
+
+def flat_ok(C: int, HW: int, *tensors: torch.Tensor) -> bool:
+    """Flat tiles need every x-sized operand dense NCHW, and a sample small
+    enough for int32 offsets within it."""
+    return C * HW < 2**31 and HW > 1 and all(t.is_contiguous() for t in tensors)
+
+
 def reduction_split(programs: int, HW: int, block_hw: int, device: torch.device) -> int:
     """Splits H*W across programs when N * C-blocks alone cannot fill the GPU
-    (1x64x112x112 gives 1 program per C-block). Partial results are combined
-    in a fixed order on the host, so the split costs no determinism."""
+    (1x64x112x112 gives 1 program per C-block). Partial results are folded
+    in a fixed order by the kernel that consumes them, so the split costs
+    no determinism and no launch."""
     if "split" in _overrides:
-        return max(1, min(_overrides["split"], triton.cdiv(HW, block_hw)))
+        return max(1, min(_overrides["split"], cdiv(HW, block_hw)))
     sms = num_sms(device)
     if sms is None:
         return 1
     target = 4 * sms
     if programs >= target:
         return 1
-    return max(1, min(triton.cdiv(HW, block_hw), triton.cdiv(target, programs)))
+    return max(1, min(cdiv(HW, block_hw), cdiv(target, programs)))
 
 
 def tile_heuristic(C: int, HW: int, strides) -> Callable[[], LaunchConfig]:
@@ -118,8 +144,52 @@ def tile_heuristic(C: int, HW: int, strides) -> Callable[[], LaunchConfig]:
 def reduction_config(C: int, HW: int, chan_contiguous: bool, N: int, device: torch.device) -> LaunchConfig:
     """Heuristic tile and split of the H*W reductions (pool, sum dy*x)."""
     cfg = tile_config(C, HW, chan_contiguous)
-    split = reduction_split(N * triton.cdiv(C, cfg.block_c), HW, cfg.block_hw, device)
+    split = reduction_split(N * cdiv(C, cfg.block_c), HW, cfg.block_hw, device)
     return LaunchConfig(cfg.block_c, cfg.block_hw, cfg.num_warps, cfg.num_stages, split)
+
+
+_specs: dict = {}
+
+
+def cached_spec(kernel: str, memo_key: tuple, x_shape, strides, dtype, device, variant,
+                heuristic: Callable[[], LaunchConfig], build: Callable[[LaunchConfig], T],
+                trial: Callable[[T], object] | None = None, other_strides: tuple = ()) -> T:
+    """``build(cfg)`` -- a launcher's launch spec (grid, block sizes, buffer
+    sizes) -- for the config tuned for this launch, else the heuristic's,
+    memoised per ``memo_key`` (which must hold everything ``build`` reads):
+    the hot path is one dict lookup. ``variant`` may be a callable (called
+    only on a miss).
+
+    With tuning on and no tuned choice yet, the candidates are timed first,
+    each with ``trial(build(cfg))`` (a launch on scratch buffers, so nothing
+    a caller allocated depends on the candidate). Overrides (tests) bypass
+    the memo and the table."""
+    if _overrides:
+        return build(heuristic())
+    recording = tuner._recorder is not None
+    hit = _specs.get(memo_key)
+    gen = table.generation()
+    if hit is not None and hit[0] == gen and not recording and (hit[2] or not tuner.enabled()):
+        return hit[1]
+    N, C, H, W = x_shape
+    if callable(variant):  # built only on a miss: the hot path never pays for the string
+        variant = variant()
+    key = tune_key(N, C, H * W, layouts_name(C, strides, *other_strides), dtype, variant)
+    entry = table.lookup(kernel, device, key)
+    from_table = entry is not None
+    if entry is not None:
+        if recording:
+            tuner.note(kernel, key, entry, "cache")
+        cfg = entry.config
+    elif trial is not None and tuner.enabled() and not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        problem = Problem(N, C, H * W, layout.chan_contiguous(strides, C), num_sms(device), device.type != "cuda")
+        cfg = tuner.tune(kernel, key, problem, heuristic(), lambda c: trial(build(c)), device).config
+        gen, from_table = table.generation(), True
+    else:
+        cfg = heuristic()
+    spec = build(cfg)
+    _specs[memo_key] = (gen, spec, from_table)
+    return spec
 
 
 def run_tuned(
@@ -131,9 +201,10 @@ def run_tuned(
     run: Callable[[LaunchConfig], T],
     other_strides: tuple = (),
 ) -> T:
-    """``run(cfg)`` with the config tuned for this launch, else ``heuristic()``.
+    """``run(cfg)`` with the config tuned for this launch, else ``heuristic()``
+    (CBAM's launchers, which allocate per call).
 
-    ``kernel`` names a kernel registered in ``triton_attn.autotune.registry``;
+    ``kernel`` names a kernel registered in ``triton_attn.tuning.registry``;
     ``x`` is the [N, C, H, W] operand the key is taken from, ``strides`` its
     [N, C, H*W] strides and ``other_strides`` those of operands whose layout
     may differ (dy); ``variant`` names the constexpr flags that change the
@@ -141,7 +212,7 @@ def run_tuned(
     config it is given: when tuning is on and the key has no cached choice,
     it is called once per candidate, so anything a kernel accumulates into
     must be allocated inside ``run`` (outputs it only overwrites may be
-    shared). Cost per launch: a key tuple and two dict lookups (~3 us)."""
+    shared)."""
     if _overrides:
         return run(heuristic())
     N, C, H, W = x.shape

@@ -25,12 +25,13 @@ def as_hw_mergeable(t: torch.Tensor) -> torch.Tensor:
 def nc_hw(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Returns ``t`` (copied only when H and W cannot be merged) and its
     (batch, channel, hw) strides in elements."""
-    t = as_hw_mergeable(t)
     _, _, H, W = t.shape
-    hw_stride = t.stride(3) if W > 1 else t.stride(2)
-    if H * W == 1:
-        hw_stride = 1
-    return t, (t.stride(0), t.stride(1), hw_stride)
+    s_n, s_c, s_h, s_w = t.stride()
+    if not (H == 1 or W == 1 or s_h == W * s_w):
+        t = as_hw_mergeable(t)
+        s_n, s_c, s_h, s_w = t.stride()
+    hw_stride = 1 if H * W == 1 else (s_w if W > 1 else s_h)
+    return t, (s_n, s_c, hw_stride)
 
 
 def chan_contiguous(strides: tuple[int, int, int], C: int) -> bool:

@@ -7,12 +7,12 @@ from typing import Optional, Type, Union
 import torch
 from torch import nn
 
-from ..ops import unfused
 from ..activations import create_act_layer, fused_act_spec
 from ..ops import cbam as cbam_ops
 from ..ops.cbam import SPATIAL_CONCATS
-from ..validation import check_block_input, check_cbam_input, check_choice
-from .gating import fused_gate_name, pooled_squeeze, scale_by
+from ..runtime import exporting, fx_leaf, not_scriptable
+from ..validation import check_block_input, check_cbam_input, check_choice, check_input
+from .gating import fused_gate_name, pooled_pair, pooled_squeeze, scale_by
 from .se import make_divisible
 
 
@@ -47,12 +47,18 @@ class ChannelAttn(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """ca [N, C, 1, 1] in x's dtype, from one Triton pooling pass."""
-        mean, amax = unfused.pool_hw(x, True, True)
-        mlp = lambda p: self.fc2(self.act(self.fc1(p.to(x.dtype)[:, :, None, None])))  # noqa: E731
-        return self.gate(mlp(mean) + mlp(amax))
+        mean, amax = pooled_pair(x)
+        return self.gate(self.fc2(self.act(self.fc1(mean))) + self.fc2(self.act(self.fc1(amax))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * ca`` (x: [N, C, H, W]): Triton pooling and scale around the
+        layers (standard ops while exporting or for an empty x)."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
+        check_input(x)
         return scale_by(x, self.attention(x))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class LightChannelAttn(ChannelAttn):
@@ -101,6 +107,8 @@ class SpatialAttn(nn.Module):
         return torch.cat([mean, amax] if self.concat == "mean_max" else [amax, mean], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(conv(maps(x)))`` in PyTorch (alone, the spatial branch
+        is not fused: the CBAM op fuses it with the channel branch)."""
         return x * self.gate(self.conv(self.maps(x)))
 
 
@@ -115,18 +123,18 @@ class LightSpatialAttn(SpatialAttn):
 
 
 def _batch_norm_args(bn: nn.BatchNorm2d) -> dict:
-    """F.batch_norm's arguments exactly as ``nn.BatchNorm2d.forward`` derives
-    them, counting the batch in ``num_batches_tracked`` as it does."""
-    eaf = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        eaf = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    """The op's BatchNorm arguments as ``nn.BatchNorm2d.forward`` derives
+    them. The batch is counted in ``num_batches_tracked`` by the op itself
+    (in-kernel on the fused path), and momentum=None means the cumulative
+    average 1 / num_batches_tracked, resolved there after the count."""
+    counting = bn.training and bn.track_running_stats and bn.num_batches_tracked is not None
     track = not bn.training or bn.track_running_stats
     return dict(
         spatial_bn=True, bn_weight=bn.weight, bn_bias=bn.bias,
         bn_running_mean=bn.running_mean if track else None, bn_running_var=bn.running_var if track else None,
         bn_training=bn.training or (bn.running_mean is None and bn.running_var is None),
-        bn_momentum=eaf, bn_eps=bn.eps,
+        bn_momentum=bn.momentum if counting or bn.momentum is not None else 0.0,
+        bn_num_batches_tracked=bn.num_batches_tracked if counting else None, bn_eps=bn.eps,
     )
 
 
@@ -188,16 +196,47 @@ class CbamModule(nn.Module):
         return dict(act=act[0], act_param=act[1], gate=gate, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = x1 * sa(x1)``, ``x1 = x * ca(x)``, for x of shape [N, C, H, W].
+
+        Where it runs: CUDA tensors run the fused Triton kernels (4 passes over
+        x in 5 launches forward, 6 passes in 6-7 launches backward; the spatial
+        conv, BatchNorm and gate on the small N x 2 x H x W map run in a kernel
+        of their own, no torch op); CPU tensors run them under Triton's
+        interpreter when ``TRITON_INTERPRET=1`` was set before importing
+        triton_attn, else a pure-PyTorch path with the same arithmetic (logged
+        once on the ``triton_attn`` logger). An activation or gate without a
+        fused form, or a norm other than ``nn.BatchNorm2d``, runs the parts one
+        by one. ``torch.onnx.export`` and ``torch.jit.trace`` see plain PyTorch
+        ops (ReduceMean/ReduceMax over H, W and over C, Conv, Relu, Sigmoid,
+        BatchNormalization, Mul, Concat); ``torch.fx`` records one
+        ``call_module`` node; ``torch.compile``/``torch.export`` keep the
+        ``triton_attn::`` ops.
+
+        Dtypes fp32/fp16/bf16/fp64, pooling and gate math in fp32 (fp64 for
+        fp64); y has x's shape, dtype and memory format. Differentiable in x
+        and every parameter. In training the spatial BatchNorm normalises with
+        batch statistics and updates its running statistics and
+        ``num_batches_tracked`` as ``nn.BatchNorm2d`` does. N = 0 gives an empty
+        y in both modes (the batch still counts in ``num_batches_tracked``, the
+        running statistics are left alone, as in PyTorch); a training batch
+        with a single spatial value (N * H * W = 1) is a ValueError, as in
+        PyTorch; an empty H*W is a ValueError (the max over it)."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         ch, bn = self.channel, self.spatial.conv.bn
         check_block_input(x, self.channels, ch.fc1.weight)
         check_cbam_input(x, not isinstance(bn, nn.Identity), bn.training)
-        args = self._fused_args()
+        # An empty x has nothing to launch: the layers themselves give
+        # PyTorch's empty-batch behaviour (BatchNorm counts the batch).
+        args = self._fused_args() if x.numel() > 0 and not exporting() else None
         if args is None:
             return self.spatial(self.channel(x))
         return cbam_ops.cbam(
             x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias, None, self.spatial.conv.conv.weight,
             spatial_concat=self.spatial.concat, light=self.channel.light, **args,
         )
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class LightCbamModule(CbamModule):

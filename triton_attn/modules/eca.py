@@ -10,6 +10,7 @@ from torch import nn
 from ..ops import eca as eca_ops
 from ..activations import create_act_layer
 from ..reference import eca_kernel_size
+from ..runtime import exporting, fx_leaf, not_scriptable
 from ..validation import check_block_input
 from .gating import fused_gate_name, pooled_squeeze, scale_by
 from .se import make_divisible
@@ -82,17 +83,35 @@ class EcaModule(_EcaBase):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(conv1d_k(mean_hw(x)))`` across channels, x of shape [N, C, H, W].
+
+        Where it runs: CUDA tensors run the fused Triton kernels (pool, then one
+        scale kernel that computes the k-tap conv and the gate; backward
+        likewise); CPU tensors run them under Triton's interpreter when
+        ``TRITON_INTERPRET=1`` was set before importing triton_attn, else a
+        pure-PyTorch path with the same arithmetic (logged once on the
+        ``triton_attn`` logger). ``use_mlp`` or a gate without a fused form runs
+        Triton pooling + your layers + Triton scale. ``torch.onnx.export`` and
+        ``torch.jit.trace`` see plain PyTorch ops (ReduceMean, Conv, Sigmoid,
+        Mul); ``torch.fx`` records the block as one ``call_module`` node;
+        ``torch.compile``/``torch.export`` keep the ``triton_attn::`` ops.
+
+        Dtypes fp32/fp16/bf16/fp64, pooling and gate math in fp32 (fp64 for
+        fp64); y has x's shape, dtype and memory format. Differentiable in x
+        and the conv weight. N = 0 or H*W = 0 gives an empty y."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_block_input(x, self.channels, self.conv.weight)
         gate = fused_gate_name(self.gate)
-        if self.conv2 is None and gate is not None:
+        if self.conv2 is None and gate is not None and x.numel() > 0 and not exporting():
             return eca_ops.eca(x, self.conv.weight, self.conv.bias, False, gate)
         N, C = x.shape[:2]
-        s = pooled_squeeze(x, "avg") if x.numel() > 0 else x.mean((2, 3), keepdim=True)
-        y = self.conv(s.view(N, 1, C))
+        y = self.conv(pooled_squeeze(x, "avg").view(N, 1, C))
         if self.conv2 is not None:
             y = self.conv2(self.act(y))
-        g = self.gate(y).view(N, C, 1, 1)
-        return scale_by(x, g) if x.numel() > 0 else x * g
+        return scale_by(x, self.gate(y).view(N, C, 1, 1))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 class CecaModule(_EcaBase):
@@ -125,12 +144,18 @@ class CecaModule(_EcaBase):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(conv1d_k(mean_hw(x)))`` with circular padding across
+        channels, x of shape [N, C, H, W]; runs where ``EcaModule.forward``
+        says, with the same dtypes, layouts, autograd and empty-input
+        behaviour."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_block_input(x, self.channels, self.conv.weight)
         gate = fused_gate_name(self.gate)
-        if gate is not None:
+        if gate is not None and x.numel() > 0 and not exporting():
             return eca_ops.eca(x, self.conv.weight, self.conv.bias, True, gate)
         N, C = x.shape[:2]
-        s = pooled_squeeze(x, "avg") if x.numel() > 0 else x.mean((2, 3), keepdim=True)
-        y = F.pad(s.view(N, 1, C), (self.padding, self.padding), mode="circular")
-        g = self.gate(self.conv(y)).view(N, C, 1, 1)
-        return scale_by(x, g) if x.numel() > 0 else x * g
+        y = F.pad(pooled_squeeze(x, "avg").view(N, 1, C), (self.padding, self.padding), mode="circular")
+        return scale_by(x, self.gate(self.conv(y)).view(N, C, 1, 1))
+
+    __prepare_scriptable__ = not_scriptable

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..ops import se as se_ops
 from ..activations import create_act_layer, fused_act_spec
+from ..runtime import exporting, fx_leaf, not_scriptable
 from ..validation import check_block_input, check_pool_nonempty
 from .gating import fused_gate_name, pooled_squeeze, scale_by
 
@@ -59,18 +60,38 @@ class SEModule(nn.Module):
         return "avgmax" if self.add_maxpool else "avg"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(fc2(act(bn(fc1(pool_hw(x))))))`` for x of shape [N, C, H, W].
+
+        Where it runs: CUDA tensors run the fused Triton kernels (pool, gate MLP,
+        scale; backward likewise); CPU tensors run the same kernels under Triton's
+        interpreter when ``TRITON_INTERPRET=1`` was set before importing
+        triton_attn, else a pure-PyTorch path with the same arithmetic (logged
+        once on the ``triton_attn`` logger). An ``act_layer``/``gate_layer``/
+        ``norm_layer`` without a fused form runs Triton pooling + your layers +
+        Triton scale. ``torch.onnx.export`` and ``torch.jit.trace`` see plain
+        PyTorch ops (mean, conv, act, gate, mul); ``torch.fx`` records the block
+        as one ``call_module`` node; ``torch.compile``/``torch.export`` keep the
+        ``triton_attn::`` ops.
+
+        Dtypes fp32/fp16/bf16/fp64; pooling and gate math in fp32 (fp64 for
+        fp64); y has x's shape, dtype and memory format (NCHW, channels_last or
+        the dense layout of a strided view). Differentiable in x and every
+        parameter. N = 0 or H*W = 0 gives an empty y, as PyTorch does
+        (``add_maxpool`` over an empty H*W is a ValueError, as ``torch.amax``)."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_block_input(x, self.fc1.in_channels, self.fc1.weight)
         check_pool_nonempty(x, self._pool(), "add_maxpool pool")
         act = fused_act_spec(self.act)
         gate = fused_gate_name(self.gate)
-        if act is not None and gate is not None and isinstance(self.bn, nn.Identity):
+        if act is not None and gate is not None and isinstance(self.bn, nn.Identity) and x.numel() > 0 and not exporting():
             return se_ops.se(
                 x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self._pool(), act[0], act[1], gate,
             )
-        s = pooled_squeeze(x, self._pool()) if x.numel() > 0 else x.mean((2, 3), keepdim=True)
-        s = self.fc2(self.act(self.bn(self.fc1(s))))
-        g = self.gate(s)
-        return scale_by(x, g) if x.numel() > 0 else x * g
+        s = self.fc2(self.act(self.bn(self.fc1(pooled_squeeze(x, self._pool())))))
+        return scale_by(x, self.gate(s))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 SqueezeExcite = SEModule
@@ -88,15 +109,21 @@ class EffectiveSEModule(nn.Module):
         self.gate = create_act_layer(gate_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(fc(pool_hw(x)))`` for x of shape [N, C, H, W]; runs
+        where ``SEModule.forward`` says (fused Triton SE op on CUDA, interpreter
+        or pure PyTorch on CPU, standard ops while exporting, one fx node), with
+        the same dtypes, layouts, autograd and empty-input behaviour."""
+        if not isinstance(x, torch.Tensor):
+            return fx_leaf(self, x)
         check_block_input(x, self.fc.in_channels, self.fc.weight)
         pool = "avgmax" if self.add_maxpool else "avg"
         check_pool_nonempty(x, pool, "add_maxpool pool")
         gate = fused_gate_name(self.gate)
-        if gate is not None:
+        if gate is not None and x.numel() > 0 and not exporting():
             return se_ops.se(x, self.fc.weight, self.fc.bias, None, None, pool, "identity", 0.0, gate)
-        s = pooled_squeeze(x, pool) if x.numel() > 0 else x.mean((2, 3), keepdim=True)
-        g = self.gate(self.fc(s))
-        return scale_by(x, g) if x.numel() > 0 else x * g
+        return scale_by(x, self.gate(self.fc(pooled_squeeze(x, pool))))
+
+    __prepare_scriptable__ = not_scriptable
 
 
 EffectiveSqueezeExcite = EffectiveSEModule

@@ -20,6 +20,8 @@ def pool_hw(x: torch.Tensor, want_mean: bool, want_max: bool) -> tuple[torch.Ten
     """(mean [N, C], amax [N, C]) in fp32 (fp64 for fp64 x); an unwanted one is empty."""
     mean, amax = channel_pool(x, want_mean, want_max)
     empty = x.new_empty(0, dtype=acc_dtype(x.dtype))
+    if mean is not None and amax is not None:
+        amax = amax.clone()  # both rows of one buffer: outputs of an op may not alias
     return (mean if mean is not None else empty), (amax if amax is not None else empty)
 
 

@@ -21,6 +21,10 @@ from ..kernels.channel_pool import channel_pool_kernel
 from ..kernels.channel_scale import channel_scale_kernel
 from ..kernels.channel_scale_backward import channel_scale_backward_kernel
 from ..kernels.spatial_stats import spatial_stats_kernel
+from ..kernels.tail_apply import tail_apply_kernel
+from ..kernels.tail_dz import tail_dz_kernel
+from ..kernels.tail_grad import tail_grad_kernel
+from ..kernels.tail_stats import tail_stats_kernel
 from .spaces import CHANNEL_REDUCTION, REDUCTION, TILE, Space
 
 
@@ -92,3 +96,9 @@ register("cbam_gate_grad", cbam_gate_grad_kernel, CHANNEL_REDUCTION)
 register("cbam_stats_grad", cbam_stats_backward_kernel, CHANNEL_REDUCTION)
 register("cbam_scale", cbam_scale_kernel, TILE)
 register("cbam_scale_backward", cbam_scale_backward_kernel, TILE)
+# The fused attention tail (triton_attn/launch/tail.py): its two reductions
+# over H*W and its two elementwise passes.
+register("tail_stats", tail_stats_kernel, REDUCTION)
+register("tail_grad", tail_grad_kernel, REDUCTION)
+register("tail_apply", tail_apply_kernel, TILE)
+register("tail_dz", tail_dz_kernel, TILE)

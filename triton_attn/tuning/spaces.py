@@ -13,8 +13,10 @@ Pruning happens before any timing:
   (each split is rounded up to whole blocks, so nominal 32 can run as 25);
 - on a GPU, a split is only tried while the programs before it leave SMs
   idle: past that it only adds a combine;
-- under Triton's interpreter num_warps and num_stages change nothing (it
-  runs each program as numpy), so they are not varied there.
+- under Triton's interpreter num_warps changes nothing (it runs each
+  program as numpy), so it is not varied there; num_stages is not varied
+  anywhere (no kernel's loop is software-pipelined on sm_90, see
+  ``ReductionSpace``).
 
 Adding a kernel: pick the space whose loop structure matches (a loop over
 H*W with a host-combined split -> ``ReductionSpace``; one tile per program
@@ -115,16 +117,16 @@ class ReductionSpace(Space):
 
     Why these candidates: tiles of 2K-8K fp32 accumulators (the heuristic's
     4K and one step either side: each loop trip should have enough loads in
-    flight, and the accumulator must stay in registers); stages 1 (no
-    software pipelining, fewest registers) or 3 (Triton's default, two loop
-    trips prefetched); splits in powers of two up to 64, enough to fill 132
-    SMs x 4 waves from a single sample's 1-8 C-blocks (1x64x112x112).
+    flight, and the accumulator must stay in registers); splits in powers of
+    two up to 64, enough to fill 132 SMs x 4 waves from a single sample's 1-8
+    C-blocks (1x64x112x112). No num_stages: compiled for sm_90, these loops
+    carry no cp.async pipeline, so every stage count gives the same machine
+    code (the candidates would be duplicates).
     """
     fast_blocks_hw: tuple[int, ...] = (64, 128, 256, 512, 1024)
     fast_blocks_c: tuple[int, ...] = (32, 64, 128, 256)
     tile_elems: tuple[int, ...] = (2048, 4096, 8192)
     warps: tuple[int, ...] = (4, 8)
-    stages: tuple[int, ...] = (1, 3)
     splits: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     #: Programs that fill a GPU: 4 per SM, the heuristic's target.
     waves: int = 4
@@ -147,13 +149,11 @@ class ReductionSpace(Space):
 
     def candidates(self, p: Problem) -> list[LaunchConfig]:
         warps = self.warps[:1] if p.interpreted else self.warps
-        stages = (None,) if p.interpreted else self.stages
         return [
-            LaunchConfig(bc, bhw, w, st, s)
+            LaunchConfig(bc, bhw, w, None, s)
             for bc, bhw in self.tiles(p)
             for s in self.split_choices(p, bc, bhw)
             for w in warps
-            for st in stages
         ]
 
 

@@ -57,12 +57,25 @@ class Entry:
 _tables: dict[tuple[str, torch.device], dict[tuple, Entry]] = {}
 _path: Path | None = None
 _sections: list[dict] | None = None
+#: Bumped whenever a tuned choice appears or the table is reset: the
+#: launchers' memoised launch specs are only valid for one generation.
+_generation = 0
+
+
+def generation() -> int:
+    return _generation
+
+
+def _bump() -> None:
+    global _generation
+    _generation += 1
 
 
 def reset() -> None:
     """Forget everything loaded (and warned about): the next lookup re-reads
     ``TRITON_ATTN_CACHE_DIR`` and the file."""
     global _path, _sections
+    _bump()
     _tables.clear()
     _path = None
     _sections = None
@@ -128,6 +141,7 @@ def store(kernel: str, device: torch.device, key: tuple, entry: Entry) -> bool:
     if table is None:
         table = _load(kernel, device)
     table[key] = entry
+    _bump()
     current = section_for(kernel, device)
     return cache.write_entries(
         path(), current, {key_to_str(key): entry.to_json()}, drop=lambda s: _superseded(s, current)

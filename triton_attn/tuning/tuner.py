@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import sys
 from typing import Callable, TypeVar
 
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib import DummyTqdmFile
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..runtime import env_raw
 from . import registry, table, timing
 from .config import LaunchConfig
 from .key import KEY_FIELDS
@@ -38,7 +43,8 @@ _recorder: list | None = None
 def enabled() -> bool:
     if _enabled is not None:
         return _enabled
-    return os.environ.get("TRITON_ATTN_AUTOTUNE", "0") == "1"
+    raw = env_raw("TRITON_ATTN_AUTOTUNE")
+    return raw is not None and raw in (b"1", "1")
 
 
 def set_enabled(flag: bool | None) -> None:
@@ -59,6 +65,45 @@ def tuning(flag: bool = True, *, progress: bool | None = None):
         yield
     finally:
         _enabled, _progress = previous
+
+
+def _terminal_stderr():
+    """The real stderr, also while ``bar_safe_output`` has replaced it."""
+    err = sys.stderr
+    return err._wrapped if isinstance(err, DummyTqdmFile) else err
+
+
+@contextlib.contextmanager
+def bar_safe_output():
+    """While progress bars may be on screen (stderr is a terminal): whatever
+    else is written to stderr (a warning such as the cache's "corrupted,
+    ignored", a log record) goes above the bars through ``tqdm.write``
+    instead of through them. Off a terminal the bars do not draw, so nothing
+    changes. Warnings keep their usual hooks (``catch_warnings(record=True)``
+    still records); restores everything on exit; nests."""
+    err = sys.stderr
+    if isinstance(err, DummyTqdmFile) or not getattr(err, "isatty", lambda: False)():
+        yield
+        return
+    sys.stderr = DummyTqdmFile(err)
+    try:
+        with logging_redirect_tqdm(loggers=[logging.root, logging.getLogger("triton_attn")]):
+            yield
+    finally:
+        sys.stderr = err
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm bar that only draws on a terminal (``disable=None``: a log file
+    gets no escape sequences), leaves nothing behind (``leave=False``: the
+    caller prints a summary line instead of a second copy of the finished
+    bar), on the real stderr. ``tuning(progress=True/False)`` forces it on or
+    off."""
+    kwargs.setdefault("disable", None if _progress is None else not _progress)
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("file", _terminal_stderr())
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +153,8 @@ def tune(
     timed: list[tuple[float, int, LaunchConfig]] = []
     first_error: Exception | None = None
     ctx = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with ctx:
-        for i, cfg in enumerate(tqdm(candidates, desc=label, leave=False, disable=None if _progress is None else not _progress)):
+    with ctx, bar_safe_output():
+        for i, cfg in enumerate(progress(candidates, desc=label)):
             try:
                 ms = bench(lambda: run(cfg))
             except Exception as e:  # a config the compiler rejects (shared memory, registers) just drops out
