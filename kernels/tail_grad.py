@@ -79,7 +79,6 @@ def tail_grad_kernel(
     c0 = (pid % num_c_blocks) * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     c_mask = c < C
-    c64 = c.to(tl.int64)[:, None]
     A, B, g, _, _ = tail_coefficients(chan_ptr, g_ptr, chan_ptr, chan_ptr, chan_ptr, d_ptr, n64, c0, C, 1, 0, BLOCK_C,
                                       BLOCK_C, 0 if HAS_GATE else 2, 1, False, False, 0, HAS_DROP)
     a = tl.load(chan_ptr + c, mask=c_mask, other=0.0)
@@ -96,7 +95,7 @@ def tail_grad_kernel(
 
     hw_start = split * hw_per_split
     hw_stop = tl.minimum(hw_start + hw_per_split, HW)
-    acc_dg = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
+    c64 = c.to(tl.int64)[:, None]
     acc_s1 = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     acc_t = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
     acc_ties = tl.zeros([BLOCK_C, BLOCK_HW], dtype=ACC)
@@ -122,14 +121,17 @@ def tail_grad_kernel(
         e1 = e.to(e_ptr.dtype.element_ty).to(ACC) * dn
         acc_s1 += e1
         acc_t += e1 * ((z - mu[:, None]) * rstd[:, None])
-        if HAS_GATE:
-            acc_dg += e1 * (a[:, None] * z + b[:, None])
         if TIES:
             acc_ties += tl.where(mask & (z == ext[:, None]), 1.0, 0.0)
+    s1 = tl.sum(acc_s1, axis=1)
+    t = tl.sum(acc_t, axis=1)
     out = split.to(tl.int64) * split_stride + nc
     rows = tl.num_programs(1).to(tl.int64) * split_stride
-    tl.store(part_ptr + out, tl.sum(acc_dg, axis=1), mask=c_mask)
-    tl.store(part_ptr + rows + out, tl.sum(acc_s1, axis=1), mask=c_mask)
-    tl.store(part_ptr + 2 * rows + out, tl.sum(acc_t, axis=1), mask=c_mask)
+    if HAS_GATE:
+        # bn(z) = a z + b = (a / rstd) xhat + (a mu + b): the gate's sum from
+        # the two BatchNorm sums, one accumulator fewer in the loop
+        tl.store(part_ptr + out, (a / rstd) * t + (a * mu + b) * s1, mask=c_mask)
+    tl.store(part_ptr + rows + out, s1, mask=c_mask)
+    tl.store(part_ptr + 2 * rows + out, t, mask=c_mask)
     if TIES:
         tl.store(part_ptr + 3 * rows + out, tl.sum(acc_ties, axis=1), mask=c_mask)

@@ -188,6 +188,16 @@ def _scenario():
             xr = x.detach().requires_grad_(True)
             block(xr).backward(torch.randn_like(x))
         _run_tails(torch.bfloat16, "nchw", shape=shape)
+    # The gate MLPs at their chunk caps: RD and C past 32 (the [N, C] kernels'
+    # block sizes do not depend on H*W), one sample (N = 1 specialised to a
+    # constant, as the JIT does) and a 32-sample block.
+    for N in (1, 17):
+        x = make_input((N, 64, 1, 2), torch.bfloat16, "nchw")
+        for block in (triton_attn.SEModule(64, rd_channels=64, add_maxpool=True), triton_attn.EcaModule(64),
+                      triton_attn.CbamModule(64, rd_channels=64), triton_attn.LightCbamModule(64, rd_channels=64)):
+            block = block.to(torch.bfloat16)
+            xr = x.detach().requires_grad_(True)
+            block(xr).backward(torch.randn_like(x))
     # The largest tiles the autotune spaces offer (8192 elements, 8 warps).
     _TAG["now"] = "extreme"
     try:
@@ -196,6 +206,16 @@ def _scenario():
                 _run_blocks(torch.bfloat16, layout, shape=(1, 24, 6, 6), blocks=_core_blocks)
     finally:
         _TAG["now"] = "heuristic"
+
+
+#: The [N, C] gate MLPs: one wave of at most 8 x ceil(N / 16) programs that
+#: touch no activation memory, chained 3xTF32 dots whose latency, not
+#: occupancy, sets their time. They may spill this much per thread (to L1)
+#: and have no occupancy floor; smaller chunks that spill nothing cost 4x
+#: the serial loop steps (see launch/se_gate.py). Everything that streams
+#: x-sized memory must not spill at all.
+_SPILL_ALLOWED = {"se_gate_kernel": 32, "se_gate_backward_a_kernel": 32, "se_gate_backward_b_kernel": 32,
+                  "eca_gate_backward_kernel": 0, "cbam_conv_gate_backward_kernel": 0}
 
 
 #: Kernels that visit each element once (no loop): the ones with flat tiles.
@@ -256,9 +276,9 @@ def test_every_launch_compiles_for_sm90_and_sm80(monkeypatch):
     print("\nsm_90 machine code per launch (regs/thread, spill bytes, shared bytes, theoretical occupancy, widest global access)")
     print(report)
     hopper = [r for r in results if r["arch"] == 90]
-    spills = [r for r in hopper if r["spill_bytes"] > 0]
+    spills = [r for r in hopper if r["spill_bytes"] > _SPILL_ALLOWED.get(r["name"], 0)]
     assert not spills, "register spills:\n" + "\n".join(f"{r['name']} {r['constexprs']} {r['spill_bytes']} B" for r in spills)
-    low = [r for r in hopper if r["tag"] == "heuristic" and r["occupancy"] < 0.25]
+    low = [r for r in hopper if r["tag"] == "heuristic" and r["occupancy"] < 0.25 and r["name"] not in _SPILL_ALLOWED]
     assert not low, "below 25% occupancy at a heuristic config:\n" + "\n".join(
         f"{r['name']} warps={r['num_warps']} regs={r['regs']} occ={r['occupancy']:.0%} {r['constexprs']}" for r in low)
     flat = [r for r in hopper if r["name"] in _ELEMENTWISE and r["constexprs"].get("FLAT_HW") in (49, 196)]

@@ -317,11 +317,7 @@ def _matches(pattern, key) -> bool:
 #: Budgets the current code misses (kind, block, mode, dtype, layout, N): each
 #: is xfail(strict) until the rework meets it. Numbers: the final report of
 #: the helper that wrote this file, and `python -m perf traffic`.
-MISSED_TODAY: tuple = (
-    # Counted from the committed perf/results/traffic.csv, which predates CBAM's rework (weights now read in
-    # their dtype: ~0.65 passes at 8×2048×7², bf16, like SE): regenerate it, then drop this mark.
-    ("weight_passes", "cbam", ANY, ANY, ANY, ANY),  # 8×2048×7², bf16: fwd 3.3, bwd 6.5 (fp32 weight casts per call)
-)
+MISSED_TODAY: tuple = ()
 
 
 def _budget_cases(kind, batches):

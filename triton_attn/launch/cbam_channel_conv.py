@@ -13,7 +13,7 @@ from ..activations import GATE_CODES
 from ..kernels.cbam_channel_conv import cbam_conv_gate_backward_kernel
 from ..runtime import launch
 from .channel_scale import shift_channels
-from .config import cdiv, next_pow2
+from .config import cdiv, next_pow2, symbolic
 from .se_gate import gate_backward_from_output
 
 _BLOCK_C = 64
@@ -30,6 +30,8 @@ class ConvGateBackwardSpec(NamedTuple):
 def conv_gate_backward_spec(N: int, C: int, K: int) -> ConvGateBackwardSpec:
     """Programs over channel ranges, every sample each: few enough that the
     taps' gradient partials ([PROGRAMS, FOLD_K]) stay tiny."""
+    if symbolic(N, C):  # traced on the PyTorch path
+        return ConvGateBackwardSpec(1, C, next_pow2(K), {})
     block_n = 16 if N <= 16 else 32
     programs = max(1, min(_MAX_PROGRAMS, cdiv(C, _BLOCK_C)))
     c_per = cdiv(cdiv(C, programs), _BLOCK_C) * _BLOCK_C

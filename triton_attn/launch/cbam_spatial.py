@@ -51,7 +51,7 @@ def spatial_spec(N: int, H: int, W: int, maps: int, K: int, device: torch.device
     if not use_kernel:
         return SpatialSpec(1, H, 1, H * W, T, fold_w, {})
     overrides = launch_config._overrides
-    key = (N, H, W, maps, K, device.type, sm_count_override())
+    key = (N, H, W, maps, K, device, sm_count_override())
     if not overrides:
         hit = _specs.get(key)
         if hit is not None:

@@ -14,7 +14,7 @@ from ..activations import GATE_CODES, HIDDEN_ACT_CODES, act_backward, act_forwar
 from ..kernels.se_gate import se_gate_kernel
 from ..kernels.se_gate_backward import se_gate_backward_a_kernel, se_gate_backward_b_kernel
 from ..runtime import launch
-from .config import cdiv, next_pow2
+from .config import cdiv, next_pow2, symbolic
 
 #: "pair": CBAM's channel attention, z = fc2(act(fc1(mean))) + fc2(act(fc1(max))).
 POOL_CODES = {"avg": 0, "max": 1, "avgmax": 2, "pair": 3}
@@ -23,13 +23,19 @@ POOL_CODES = {"avg": 0, "max": 1, "avgmax": 2, "pair": 3}
 def hidden_rows(pool: str) -> int:
     """Rows of fc1's output the gate keeps: 2 in pair mode."""
     return 2 if pool == "pair" else 1
-#: Channels per chunk of the [N, C] loops; the dot tiles need >= 16 a side.
-_BLOCK_C = 64
+
+
+#: Channels and hidden units per chunk of the [N, C] loops (any C and RD
+#: fit: chunks loop; the dot tiles need >= 16 a side). 32 x 32: with 3xTF32
+#: dots, 64 x 128 chunks (the old cap, reached at RD >= 128) took 255
+#: registers and spilled up to 1.2 KB per thread on sm_90; 32 x 32 spills
+#: <= 24 B in the backward, 16 x 16 none but runs 4x the loop steps of a
+#: latency-bound single wave (tests/test_hopper_compile.py reports each).
+_BLOCK_C = 32
+_BLOCK_R_MAX = 32
 #: Samples per program: tl.dot needs 16 rows; 32 halves the weight reads at
 #: larger batch (weights are read once per sample block).
 _BLOCK_N_SMALL, _BLOCK_N_LARGE = 16, 32
-#: Hidden units per chunk (any RD fits: chunks loop).
-_BLOCK_R_MAX = 128
 #: Programs of the backward phases: each owns a channel range and every
 #: sample, so its partials (phase A -> B) stay small: 8 x N x RD.
 _MAX_PROGRAMS = 8
@@ -64,6 +70,8 @@ _gate_specs: dict = {}
 
 
 def gate_spec(N: int, C: int, RD: int, has_fc2: bool, acc: torch.dtype) -> GateSpec:
+    if symbolic(N, C, RD):  # traced on the PyTorch path: one slice, no kernel
+        return GateSpec((1, 1), C, {})
     spec = _gate_specs.get((N, C, RD, has_fc2, acc))
     if spec is None:
         spec = _gate_specs[(N, C, RD, has_fc2, acc)] = _gate_spec(N, C, RD, has_fc2, acc)
@@ -142,6 +150,8 @@ _backward_specs: dict = {}
 
 
 def gate_backward_spec(N: int, C: int, RD: int, has_fc2: bool, acc: torch.dtype) -> GateBackwardSpec:
+    if symbolic(N, C, RD):
+        return GateBackwardSpec(1, C, 1, C, {})
     spec = _backward_specs.get((N, C, RD, has_fc2, acc))
     if spec is None:
         spec = _backward_specs[(N, C, RD, has_fc2, acc)] = _gate_backward_spec(N, C, RD, has_fc2, acc)

@@ -37,13 +37,20 @@ _BN_BLOCK_N = 16
 GATE_GIVEN, GATE_ECA, GATE_NONE = 0, 1, 2
 
 
-def _reduction(kernel: str, x: torch.Tensor, strides, variant: str, other_strides: tuple = ()) -> ReductionSpec:
+#: The gradient pass's tile: it holds five operands and three accumulators
+#: per element, and at 8 elements per thread sm_90 code jumps from ~100 to
+#: ~200 registers (4096 elements at 8 warps spill ~300 B), so 1024 elements
+#: at 8 warps: 4 per thread, <= 106 registers (tests/test_hopper_compile.py).
+_GRAD_TILE = dict(elems=1024, warps=8)
+
+
+def _reduction(kernel: str, x: torch.Tensor, strides, variant: str, other_strides: tuple = (), tile: dict | None = None) -> ReductionSpec:
     N, C, H, W = x.shape
     HW = H * W
     key = (kernel, variant, N, C, HW, strides, other_strides, x.dtype, x.device, sm_count_override())
     return cached_spec(
         kernel, key, x.shape, strides, x.dtype, x.device, variant,
-        lambda: reduction_config(C, HW, chan_contiguous(strides, C), N, x.device),
+        lambda: reduction_config(C, HW, chan_contiguous(strides, C), N, x.device, **(tile or {})),
         lambda cfg: _reduction_spec(cfg, N, C, HW), None, other_strides=other_strides,
     )
 
@@ -133,7 +140,7 @@ def apply(spec: TileSpec, z, zs, s, ss, y, ys, chan, g, gate_src: int, part, spl
 
 def grad_spec(z, zs, dys, ys, ss, es) -> ReductionSpec:
     others = tuple(t for t in (dys, ys, ss, es) if t is not None and t != zs)
-    return _reduction("tail_grad", z, zs, "grad", others)
+    return _reduction("tail_grad", z, zs, "grad", others, _GRAD_TILE)
 
 
 def grad(spec: ReductionSpec, dy, dys, y, ys, z, zs, s, ss, e, es, chan, g, drop, part, zstat, act: str,

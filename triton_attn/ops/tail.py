@@ -76,10 +76,20 @@ def _view(state, span):
     return state[span[0]:span[1]]
 
 
+_layouts: dict = {}
+
+
 def _layout(z, attn, pool, w1, w2):
     rd = w1.shape[0] if (attn == "se" and w2 is not None) else 0
     N, C = z.shape[:2]
-    return _Layout(N, C, attn, pool, rd)
+    key = (N, C, attn, pool, rd)
+    try:
+        return _layouts[key]
+    except (KeyError, TypeError):  # TypeError: symbolic sizes (dynamic shapes) are not hashable
+        L = _Layout(N, C, attn, pool, rd)
+        if all(isinstance(v, int) for v in (N, C, rd)):
+            _layouts[key] = L
+        return L
 
 
 def tail_forward_impl(z, shortcut, gamma, beta, rmean, rvar, nbt, bn_training, momentum, eps,
