@@ -110,7 +110,11 @@ def traffic(args) -> bool:
     from .traffic.cli import main as traffic_main
 
     print("perf: no GPU present: counting launches and bytes instead (device-independent counts, not speed)")
-    argv = ["--blocks", ",".join(args.blocks), "--out-dir", str(args.out_dir), "--readme", str(args.readme)]
+    from .traffic.plan import BLOCKS as COUNTED
+
+    # the default blocks also count the fused tails (timed on a GPU as se_tail/eca_tail)
+    blocks = list(COUNTED) if list(args.blocks) == list(BLOCKS) else args.blocks
+    argv = ["--blocks", ",".join(blocks), "--out-dir", str(args.out_dir), "--readme", str(args.readme)]
     return traffic_main(argv + (["--no-readme"] if args.no_readme else [])) == 0
 
 

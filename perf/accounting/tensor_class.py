@@ -39,8 +39,12 @@ class TensorClasses:
     classifier goes away, so the allocator cannot hand their memory to an
     activation that would then be taken for a weight."""
 
-    def __init__(self, x_numel: int, weights=()):
+    def __init__(self, x_numel: int, weights=(), x_lead: tuple[int, int] | None = None):
         self.x_numel = int(x_numel)
+        # (N, C) of x: an x-sized tensor also leads with them. Without it a
+        # scratch buffer that happens to hold N*C*H*W elements -- the tail's
+        # [4, SPLIT, N, C] partials at 1x256x14x14 with SPLIT = 49 -- counts as x.
+        self.x_lead = tuple(x_lead) if x_lead is not None else None
         self._weights: dict[int, torch.Tensor] = {}
         for w in weights:
             self.add_weight(w)
@@ -55,6 +59,7 @@ class TensorClasses:
     def classify(self, t: torch.Tensor) -> str:
         if self.is_weight(t):
             return "weight"
-        if self.x_numel > 0 and distinct_elements(t) == self.x_numel:
+        if self.x_numel > 0 and distinct_elements(t) == self.x_numel and (
+                self.x_lead is None or tuple(t.shape[:2]) == self.x_lead):
             return "x"
         return "other"

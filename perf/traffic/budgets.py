@@ -5,7 +5,10 @@ fwd and fwd+bwd, bf16 and fp32, both layouts, batch 1 and 32:
 SE ≤ 3 / ≤ 7, ECA ≤ 2 / ≤ 5, CBAM ≤ 6 / ≤ 12.
 x-sized passes: at most the README's "What runs where" table — SE fwd 3,
 bwd 4 (5 with max pooling, not the default module), ECA 3 / 4, CBAM 4 / 6.
-Weights: at 7×7 with large C (≥ 1024) and N ≥ 8, less than one pass."""
+Weights: at 7×7 with large C (≥ 1024) and N ≥ 8, less than one pass.
+Fused tails (issue 14), SE and ECA: launches forward ≤ 4, backward ≤ 5 (so
+fwd+bwd ≤ 9); x-sized passes forward ≤ 4.2, backward ≤ 7.5 (z, the shortcut,
+y, dy, dz and d_shortcut all count)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,11 +19,15 @@ LAUNCHES = {
     ("se", "fwd"): 3, ("se", "fwd+bwd"): 7,
     ("eca", "fwd"): 2, ("eca", "fwd+bwd"): 5,
     ("cbam", "fwd"): 6, ("cbam", "fwd+bwd"): 12,
+    ("se_tail", "fwd"): 4, ("se_tail", "fwd+bwd"): 9,
+    ("eca_tail", "fwd"): 4, ("eca_tail", "fwd+bwd"): 9,
 }
 X_PASSES = {
     ("se", "fwd"): 3, ("se", "bwd"): 4,
     ("eca", "fwd"): 3, ("eca", "bwd"): 4,
     ("cbam", "fwd"): 4, ("cbam", "bwd"): 6,
+    ("se_tail", "fwd"): 4.2, ("se_tail", "bwd"): 7.5,
+    ("eca_tail", "fwd"): 4.2, ("eca_tail", "bwd"): 7.5,
 }
 #: The SPEC's floor (read x, write y | read dy and x, write dx), drawn on the charts.
 FLOOR = {"fwd": 2, "bwd": 3, "fwd+bwd": 5}

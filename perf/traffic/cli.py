@@ -85,7 +85,7 @@ def print_tables(df, out=sys.stdout) -> None:
         for dtype, layout in configs(sel):
             print(f"\nBytes per call at {shape_label(*shape)}, {dtype}, {layout} (passes = bytes ÷ bytes of x):", file=out)
             print(passes_table(df, shape, dtype, layout), file=out)
-    print("\nBudgets of issue 11 (triton_attn, worst over the rows counted):", file=out)
+    print("\nBudgets of issues 11 and 14 (triton_attn, worst over the rows counted):", file=out)
     print(budget_table(df), file=out)
 
 

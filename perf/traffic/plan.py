@@ -11,7 +11,8 @@ few minutes on two cores:
   reduction, so the split partials and their combine are counted too.
 - ``8×2048×7²``: ResNet-50 stage 4 at batch 8, unscaled: the issue's weight
   budget ("at 7×7 with large C the weights cost less than one pass at N ≥ 8")
-  is about exactly this shape. SE and CBAM (ECA's weights are k taps), bf16
+  is about exactly this shape, and the fused tail's targets are stated for
+  N ≥ 8. SE, CBAM and the SE tail (ECA's weights are k taps), bf16
   channels_last by default; ``--full`` adds the other dtype and layout.
 
 Launches need no interpreter: with ``stubbed_launches`` the CUDA code path
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 from .blocks import PROVIDERS
 
-BLOCKS = ("se", "eca", "cbam")
+BLOCKS = ("se", "eca", "cbam", "se_tail", "eca_tail")
 DTYPES = ("bfloat16", "float32")
 LAYOUTS = ("channels_last", "nchw")
 #: Modes counted; "bwd" rows are the "bwd" phase of the fwd+bwd step.
@@ -78,7 +79,7 @@ def default_plan(full: bool = False, blocks=BLOCKS, dtypes=DTYPES, layouts=LAYOU
         return [v for v in wanted if v in allowed]
 
     plan = cases([SCALED_SHAPE], "interpreter", blocks, dtypes, layouts, providers)
-    weight_blocks = sub(("se", "cbam"), blocks) if not full else list(blocks)
+    weight_blocks = sub(("se", "cbam", "se_tail"), blocks) if not full else list(blocks)
     plan += cases([WEIGHT_SHAPE], "interpreter", weight_blocks,
                   dtypes if full else sub(("bfloat16",), dtypes) or dtypes[:1],
                   layouts if full else sub(("channels_last",), layouts) or layouts[:1], providers)

@@ -49,7 +49,7 @@ def render(df: pd.DataFrame | None, csv_path: Path, charts_dir: Path, readme: Pa
         cfg = (dtype, layout) if (dtype, layout) in configs(sel) else configs(sel)[0]
         parts.append(f"Bytes per call at {shape_label(*shape)}, {cfg[0]}, {cfg[1]}, in passes (bytes ÷ bytes of x):")
         parts += ["", passes_table(df, shape, *cfg), ""]
-    parts.append("Budgets of issue 11 (triton_attn; worst over every dtype, layout and shape counted):")
+    parts.append("Budgets of issues 11 and 14 (triton_attn; worst over every dtype, layout and shape counted):")
     parts += ["", budget_table(df), ""]
     charts = [passes_path(charts_dir, s) for s in byte_shapes(df)]
     charts += [launches_path(charts_dir, d, lay) for d, lay in configs(df)]

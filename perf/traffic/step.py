@@ -100,7 +100,7 @@ def measure_step(module, provider: str, mode: str, x: torch.Tensor, dy: torch.Te
         _call(module, mode, x, dy, lambda phase: None)
 
     weights = [*module.parameters(), *module.buffers()]
-    classes = TensorClasses(x.numel(), weights)
+    classes = TensorClasses(x.numel(), weights, x_lead=x.shape[:2])
     records = StepRecords(how)
     log = AtenLog(classes)
     traffic = TritonTraffic(classify=classes.classify) if how == "interpreter" else None
