@@ -54,6 +54,18 @@ def new_buffer(shape, *, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return t.fill_(float("nan")) if _poison else t
 
 
+def new_grad_buffer(w: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter's gradient buffer: its shape and dtype, contiguous (the
+    kernels write it row-major); None for an absent parameter.
+    ``empty_like`` costs ~2 us on the host where ``torch.empty(w.shape, ...)``
+    costs ~6 (a backward allocates up to eight of these)."""
+    if w is None:
+        return None
+    if _force_torch and torch.compiler.is_exporting():  # traced into core ATen: plain empty
+        return torch.empty(w.shape, device=w.device, dtype=w.dtype)
+    return torch.empty_like(w, memory_format=torch.contiguous_format)
+
+
 def new_like_4d(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same shape and memory format as ``x`` (a non-dense view gets the dense
     layout it resembles), NaN-filled under ``poison_outputs``."""
@@ -97,11 +109,12 @@ def where_it_runs(device) -> str:
 def use_triton(t: torch.Tensor) -> bool:
     if _force_torch:
         return False
-    if t.device.type == "cuda":
+    # is_cuda / is_cpu: ~0.15 us each, t.device.type ~0.9 (builds a device object)
+    if t.is_cuda:
         if INTERPRETED and not _told["cuda_interpreted"]:
             tell_once("cuda_interpreted")
         return not INTERPRETED
-    if t.device.type == "cpu":
+    if t.is_cpu:
         if INTERPRETED or _stub is not None:
             return True
         if not _told["cpu_torch"]:

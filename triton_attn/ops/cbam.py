@@ -53,7 +53,7 @@ from ..launch.se_gate import (
     forward_scratch_size, gate_backward_spec, gate_spec, scratch_sizes, se_gate, se_gate_backward, weights_for,
 )
 from ..launch.spatial_stats import grad, grad_spec, stats, stats_grad, stats_grad_spec, stats_spec
-from ..runtime import NO_CONTEXT, acc_dtype, eager_call, new_buffer, no_autocast, use_triton
+from ..runtime import NO_CONTEXT, acc_dtype, eager_call, new_buffer, new_grad_buffer, no_autocast, use_triton
 
 SPATIAL_CONCATS = ("mean_max", "max_mean")
 
@@ -174,9 +174,6 @@ def cbam_forward_impl(x, w1, b1, w2, b2, conv, sw, bw, bb, rm, rv, nbt, use_bn: 
     return y, state
 
 
-def _grad_buffer(w):
-    return None if w is None else torch.empty(w.shape, device=w.device, dtype=w.dtype)
-
 
 def cbam_backward_impl(dy, x, state, w1, b1, w2, b2, conv, sw, bw, bb, rm, rv, use_bn: bool, bn_training: bool,
                        eps: float, concat: str, act: str, act_param: float, gate: str, light: bool, need_dx: bool):
@@ -191,7 +188,7 @@ def cbam_backward_impl(dy, x, state, w1, b1, w2, b2, conv, sw, bw, bb, rm, rv, u
     use_kernel = use_triton(x) and x.numel() > 0
     rows, width = _hidden(w1, conv, light)
     bn = _bn_mode(use_bn, bn_training)
-    grads = [_grad_buffer(w) for w in (w1, b1, w2, b2, conv, sw, bw, bb)]
+    grads = [new_grad_buffer(w) for w in (w1, b1, w2, b2, conv, sw, bw, bb)]
     dw1, db1, dw2, db2, dconv, dsw, dbw, dbb = grads
     if x.numel() == 0:
         for g in grads:

@@ -20,7 +20,7 @@ from ..launch.channel_pool import pool as pool_launch
 from ..launch.channel_scale import fold_sums, scale, scale_backward, scale_backward_spec, scale_spec
 from ..launch.eca_gate_backward import eca_backward_spec, eca_gate_backward
 from ..launch.layout import empty_like_4d, nc_hw
-from ..runtime import NO_CONTEXT, acc_dtype, eager_call, new_buffer, no_autocast, use_triton
+from ..runtime import NO_CONTEXT, acc_dtype, eager_call, new_buffer, new_grad_buffer, no_autocast, use_triton
 
 
 def _taps(w: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -73,8 +73,7 @@ def eca_backward_impl(dy, x, state, w, b, circular: bool, gate: str, need_dx: bo
     ws = new_buffer((n_part + NC + programs * espec.fold_k,), like=x, dtype=acc)
     dw_part = ws[n_part + NC:].view(programs, espec.fold_k)
     # the weight gradients, written by the fold in the weights' own dtypes
-    dw = torch.empty(w.shape, device=w.device, dtype=w.dtype)
-    db = None if b is None else torch.empty(b.shape, device=b.device, dtype=b.dtype)
+    dw, db = new_grad_buffer(w), new_grad_buffer(b)
     fold = (dw_part, dw, db)
     dx = empty_like_4d(x) if need_dx else None
     if use_kernel:  # flat buffers: the kernels index them

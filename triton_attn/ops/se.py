@@ -27,7 +27,7 @@ from ..launch.layout import empty_like_4d, nc_hw
 from ..launch.se_gate import (
     forward_scratch_size, gate_backward_spec, gate_spec, scratch_sizes, se_gate, se_gate_backward, weights_for,
 )
-from ..runtime import NO_CONTEXT, acc_dtype, eager_call, new_buffer, no_autocast, use_triton
+from ..runtime import NO_CONTEXT, acc_dtype, eager_call, new_buffer, new_grad_buffer, no_autocast, use_triton
 
 POOL_MODES = ("avg", "max", "avgmax")
 
@@ -85,9 +85,6 @@ def se_forward_impl(x, w1, b1, w2, b2, pool: str, act: str, act_param: float, ga
     return y, state
 
 
-def _grad_buffer(w):
-    return None if w is None else torch.empty(w.shape, device=w.device, dtype=w.dtype)
-
 
 def se_backward_impl(dy, x, state, w1, b1, w2, b2, pool: str, act: str, act_param: float, gate: str, need_dx: bool):
     """(dx or None, dw1, db1, dw2, db2): gradients in the parameters' dtypes,
@@ -102,7 +99,7 @@ def se_backward_impl(dy, x, state, w1, b1, w2, b2, pool: str, act: str, act_para
     width = RD if has_fc2 else C
     P = pooled_rows(pool)
     use_kernel = use_triton(x) and x.numel() > 0
-    grads = [_grad_buffer(w) for w in (w1, b1, w2, b2)]
+    grads = [new_grad_buffer(w) for w in (w1, b1, w2, b2)]
     w1, b1, w2, b2 = weights_for(acc, w1, b1, w2, b2)
     pooled, g, h = _state_views(state, N, C, width, P)
     amax = pooled[P - 1] if pool != "avg" else None

@@ -38,7 +38,7 @@ from ..launch.se_gate import (
     forward_scratch_size, gate_backward_spec, gate_spec, scratch_sizes, se_gate, se_gate_backward, weights_for,
 )
 from ..reference import attention_tail_reference
-from ..runtime import acc_dtype, eager_call, new_buffer, use_triton
+from ..runtime import acc_dtype, eager_call, new_buffer, new_grad_buffer, use_triton
 
 ATTNS = ("none", "se", "eca")
 
@@ -149,9 +149,6 @@ def tail_forward_impl(z, shortcut, gamma, beta, rmean, rvar, nbt, bn_training, m
     return y, state
 
 
-def _grad_buffer(t):
-    return None if t is None else torch.empty(t.shape, device=t.device, dtype=t.dtype)
-
 
 def tail_backward_impl(dy, z, y, shortcut, state, gamma, beta, rmean, rvar, nbt, bn_training, momentum, eps,
                        attn, w1, b1, w2, b2, pool, attn_act, attn_act_param, gate, circular, drop, act, act_param,
@@ -181,7 +178,7 @@ def tail_backward_impl(dy, z, y, shortcut, state, gamma, beta, rmean, rvar, nbt,
     part = new_buffer((4, bsplit, N, C), like=z, dtype=acc)
     tail_launch.grad(gspec, dy, dys, y if act == "relu" else None, ys, z, zs, s if act not in ("relu", "identity") else None,
                      ss, e, es, chan, g if has_gate else None, drop, part, zstat, act, act_param, ties)
-    grads = [_grad_buffer(t) for t in (gamma, beta, w1, b1, w2, b2)]
+    grads = [new_grad_buffer(t) for t in (gamma, beta, w1, b1, w2, b2)]
     dgamma, dbeta, dw1, db1, dw2, db2 = grads
     dmean = dmax = None
     fold = None
