@@ -23,17 +23,7 @@ from pathlib import Path
 import torch
 
 from . import BLOCKS, DTYPES, LAYOUTS, MODES, PERF_DIR, PROVIDERS, README
-
-
-def _choices(allowed):
-    def parse(text):
-        values = [v for v in text.split(",") if v]
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
-        return values
-
-    return parse
+from .cli_args import choices as _choices
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,7 +20,8 @@ import triton
 import triton_attn
 from triton_attn.tuning.tuner import bar_safe_output, progress
 
-from . import KEY, REPO_ROOT
+from . import KEY
+from .provenance import device_label, git_commit
 from .providers import bench_fn, build, make_reference, unavailable_reason
 from .shapes import Shape
 from .store import csv_path, read_csv, update_csv
@@ -55,26 +55,6 @@ class Plan:
     #: replaces timer_for(device.type) (the GPU command's dry run: fewer samples)
     timer: Optional[Callable] = None
     skipped: list[str] = field(default_factory=list)
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    # Interpreted Triton on CPU is a different program from the fallback: keep
-    # its timings apart.
-    return "cpu-interpreter" if triton_attn.INTERPRETED else "cpu"
-
-
-def git_commit() -> str:
-    """HEAD, with '-dirty' when the measured code differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "kernels", "triton_attn"], cwd=REPO_ROOT)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty.returncode == 1 else "")
 
 
 def pass_bytes(shape: Shape, dtype: torch.dtype) -> int:

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from .. import PERF_DIR, README, REPO_ROOT
+from ..cli_args import choices as _list
 from .plan import Context, Step, StepTimeout, Watchdog, run_plan
 from .profiles import DRY_RUN, GPU, WEIGHTS
 
@@ -46,17 +47,6 @@ STEPS = [
 ]
 STEP_NAMES = [s.name for s in STEPS]
 FEATURES = ("compile", "big-tensor")  # --skip values beyond the step names
-
-
-def _list(allowed):
-    def parse(text):
-        values = [v.strip() for v in text.split(",") if v.strip()]
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
-        return values
-
-    return parse
 
 
 def parse_args(argv):
@@ -109,30 +99,6 @@ def _gpu_detail(device) -> str:
             f"sm_{p.major}{p.minor}, CUDA {torch.version.cuda}")
 
 
-def _device_label(device) -> str:
-    """``perf.measure.device_label`` without its imports."""
-    import torch
-
-    import triton_attn
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu-interpreter" if triton_attn.INTERPRETED else "cpu"
-
-
-def _git_commit() -> str:
-    """``perf.measure.git_commit`` without its imports."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "kernels", "triton_attn"], cwd=REPO_ROOT)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty.returncode == 1 else "")
-
-
 def _autotune_off(meta) -> bool:
     """Steps 1-4 measure the heuristics: tuning on the real launches
     (TRITON_ATTN_AUTOTUNE=1) is switched off for the run."""
@@ -165,10 +131,7 @@ def main(argv=None, allow_reexec: bool = False) -> int:
 
     from .results import ResultsWriter, now_utc
 
-    try:
-        from ..measure import device_label, git_commit
-    except ImportError:  # perf.measure needs pandas and tqdm; this command must not
-        device_label, git_commit = _device_label, _git_commit
+    from ..provenance import device_label, git_commit
 
     if args.dry_run:
         device = torch.device("cpu")

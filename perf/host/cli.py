@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 from .. import PERF_DIR
-from ..traffic.plan import BLOCKS, DTYPES, LAYOUTS, parse_shapes
+from ..cli_args import choices as _choices
+from ..cli_args import shapes as _shapes
+from ..traffic.plan import BLOCKS, DTYPES, LAYOUTS
 from ..traffic.run import worker_env
 from ..traffic.store import upsert_csv
 from .bench import MODES, PROVIDERS
@@ -30,24 +32,6 @@ KEY = ("block", "mode", "provider", "N", "C", "H", "W", "dtype", "layout")
 COLUMNS = (*KEY, "us", "us_wall", "launches", "calls", "repeats", "cpu", "torch", "triton", "commit")
 FILENAME = "host.csv"
 PROFILE_FILENAME = "host_profile.txt"
-
-
-def _choices(allowed):
-    def parse(text):
-        values = [v for v in text.split(",") if v]
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
-        return values
-
-    return parse
-
-
-def _shapes(text):
-    try:
-        return parse_shapes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv=None):

@@ -10,7 +10,7 @@ import torch
 
 import triton_attn
 
-from ..traffic.provenance import environment
+from ..provenance import environment
 from .bench import launches, time_case
 
 

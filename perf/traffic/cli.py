@@ -14,29 +14,13 @@ import sys
 from pathlib import Path
 
 from .. import PERF_DIR, README
+from ..cli_args import choices as _choices
+from ..cli_args import shapes as _shapes
 from . import budgets
 from .blocks import PROVIDERS
-from .plan import BLOCKS, DTYPES, LAYOUTS, SM_COUNT, cases, default_plan, parse_shapes
+from .plan import BLOCKS, DTYPES, LAYOUTS, SM_COUNT, cases, default_plan
 from .store import FILENAME, read
 from .tables import budget_table, byte_shapes, configs, launch_table, passes_table, shape_label
-
-
-def _choices(allowed):
-    def parse(text):
-        values = [v for v in text.split(",") if v]
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
-        return values
-
-    return parse
-
-
-def _shapes(text):
-    try:
-        return parse_shapes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from ..accounting.fast_reduce import fast_reduce
 from .blocks import build
 from .count import summarize
 from .plan import Case
-from .provenance import environment
+from ..provenance import environment
 from .step import make_inputs, measure_step
 from .store import update
 
