@@ -16,16 +16,9 @@ from ..kernels.cbam_scale import cbam_scale_kernel
 from ..kernels.cbam_scale_backward import cbam_scale_backward_kernel
 from ..runtime import launch, use_triton
 from . import config as launch_config
-from .config import cached_spec, cdiv, flat_block, flat_ok, next_pow2, second_pass_reversed, tile_config
+from .channel_scale import TileSpec, elementwise_spec
+from .config import flat_ok, next_pow2, tile_config
 from .layout import chan_contiguous
-
-
-class TileSpec(NamedTuple):
-    grid: tuple
-    num_c_blocks: int
-    num_hw_blocks: int
-    kwargs: dict
-
 
 TORCH = TileSpec((), 0, 0, {})
 
@@ -36,25 +29,10 @@ TORCH = TileSpec((), 0, 0, {})
 _MAX_TILE = 4096
 
 
-def _tile_spec(cfg, N: int, C: int, HW: int, flat: bool, reverse: bool) -> TileSpec:
-    if cfg.block_c * cfg.block_hw > _MAX_TILE:
-        cfg = dataclasses.replace(cfg, block_c=max(1, _MAX_TILE // cfg.block_hw),
-                                  block_hw=min(cfg.block_hw, _MAX_TILE))
-    if flat:
-        block, block_cg = flat_block(cfg, C, HW)
-        tiles = cdiv(C * HW, block)
-        kwargs = dict(FLAT_HW=HW, REVERSE=reverse, BLOCK_C=block_cg, BLOCK_HW=block, **cfg.launch_kwargs())
-        return TileSpec((N * tiles,), 1, tiles, kwargs)
-    num_c_blocks, num_hw_blocks = cdiv(C, cfg.block_c), cdiv(HW, cfg.block_hw)
-    kwargs = dict(FLAT_HW=0, REVERSE=reverse, BLOCK_C=cfg.block_c, BLOCK_HW=cfg.block_hw, **cfg.launch_kwargs())
-    return TileSpec((N * num_c_blocks * num_hw_blocks,), num_c_blocks, num_hw_blocks, kwargs)
-
-
 def _spec(kernel, variant, x, strides, other_strides: tuple, flat: bool, trial) -> TileSpec:
     N, C, H, W = x.shape
     HW = H * W
-    reverse = second_pass_reversed(x.numel() * x.element_size())
-    key = (kernel, variant, N, C, HW, strides, other_strides, x.dtype, x.device, flat, reverse)
+
     def heuristic():
         cfg = tile_config(C, HW, chan_contiguous(strides, C))
         if not flat and cfg.block_c * cfg.block_hw >= 2048 and "num_warps" not in launch_config._overrides:
@@ -63,10 +41,7 @@ def _spec(kernel, variant, x, strides, other_strides: tuple, flat: bool, trial) 
             cfg = dataclasses.replace(cfg, num_warps=8)
         return cfg
 
-    return cached_spec(
-        kernel, key, x.shape, strides, x.dtype, x.device, variant, heuristic,
-        lambda cfg: _tile_spec(cfg, N, C, HW, flat, reverse), trial, other_strides=other_strides,
-    )
+    return elementwise_spec(kernel, variant, x, strides, other_strides, flat, trial, heuristic, _MAX_TILE)
 
 
 def _acc(x):

@@ -7,6 +7,8 @@ included); other layouts take 2-D tiles along their contiguous axis. Each
 launcher has a pure-PyTorch twin with the same arithmetic."""
 from __future__ import annotations
 
+import dataclasses
+
 from typing import NamedTuple
 
 import torch
@@ -67,7 +69,9 @@ class TileSpec(NamedTuple):
 _TORCH = TileSpec((), 0, 0, {})
 
 
-def _tile_spec(cfg, N: int, C: int, HW: int, flat: bool, reverse: bool) -> TileSpec:
+def _tile_spec(cfg, N: int, C: int, HW: int, flat: bool, reverse: bool, max_tile: int | None = None) -> TileSpec:
+    if max_tile is not None and cfg.block_c * cfg.block_hw > max_tile:
+        cfg = dataclasses.replace(cfg, block_c=max(1, max_tile // cfg.block_hw), block_hw=min(cfg.block_hw, max_tile))
     if flat:
         block, block_cg = flat_block(cfg, C, HW)
         tiles = cdiv(C * HW, block)
@@ -78,17 +82,20 @@ def _tile_spec(cfg, N: int, C: int, HW: int, flat: bool, reverse: bool) -> TileS
     return TileSpec((N * num_c_blocks * num_hw_blocks,), num_c_blocks, num_hw_blocks, kwargs)
 
 
-def elementwise_spec(kernel: str, variant: str, x: torch.Tensor, strides, other_strides: tuple, flat: bool, trial) -> TileSpec:
+def elementwise_spec(kernel: str, variant: str, x: torch.Tensor, strides, other_strides: tuple, flat: bool, trial,
+                     heuristic=None, max_tile: int | None = None) -> TileSpec:
     """The launch spec of a one-tile-per-program kernel over x (flat tiles
-    when ``flat``), tuned or heuristic, memoised per shape and tile order."""
+    when ``flat``), tuned or heuristic, memoised per shape and tile order.
+    ``heuristic``: the untuned config (default ``tile_config``); ``max_tile``:
+    larger configs (tuned or overridden) run as tiles of that many elements."""
     N, C, H, W = x.shape
     HW = H * W
     reverse = second_pass_reversed(x.numel() * x.element_size())
     key = (kernel, variant, N, C, HW, strides, other_strides, x.dtype, x.device, flat, reverse)
     return cached_spec(
         kernel, key, x.shape, strides, x.dtype, x.device, variant,
-        lambda: tile_config(C, HW, chan_contiguous(strides, C)),
-        lambda cfg: _tile_spec(cfg, N, C, HW, flat, reverse), trial, other_strides=other_strides,
+        heuristic or (lambda: tile_config(C, HW, chan_contiguous(strides, C))),
+        lambda cfg: _tile_spec(cfg, N, C, HW, flat, reverse, max_tile), trial, other_strides=other_strides,
     )
 
 
